@@ -1,0 +1,1 @@
+"""The tasks t5cli ships, registered through the same hooks as any plugin's."""

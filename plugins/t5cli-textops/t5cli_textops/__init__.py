@@ -1,0 +1,1 @@
+"""Example t5cli plugin package."""

@@ -1,0 +1,24 @@
+"""Folders t5cli uses, from platformdirs, and the environment variables that move them."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict
+
+
+def describe_paths() -> Dict[str, str]:
+    """Name → folder or setting, as ``t5 paths`` prints them."""
+    import platformdirs
+
+    from t5cli.plugins import ENV_LOAD_PLUGINS, ENV_USER_DIR, default_user_dir
+
+    return {
+        "config_dir": platformdirs.user_config_dir("t5cli"),
+        "default_user_dir": f"{default_user_dir()}"
+        + ("" if default_user_dir().is_dir() else "  (absent: create it to load it)"),
+        "cache_dir": platformdirs.user_cache_dir("t5cli"),
+        "data_dir": platformdirs.user_data_dir("t5cli"),
+        ENV_USER_DIR: os.environ.get(ENV_USER_DIR, "(unset)"),
+        ENV_LOAD_PLUGINS: os.environ.get(ENV_LOAD_PLUGINS, "(unset: all installed plugins)"),
+        "TFDS_DATA_DIR": os.environ.get("TFDS_DATA_DIR", "(unset: ~/tensorflow_datasets)"),
+    }

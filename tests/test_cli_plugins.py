@@ -1,0 +1,311 @@
+"""The `t5` command, plugin discovery and user directories, as a user meets them."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import EXAMPLE_USER_DIR, PYTHON, REPO, python_env, write
+
+# --- start-up cost -------------------------------------------------------------------------
+
+HEAVY_CHECK = textwrap.dedent("""
+    import sys
+    from t5cli.cli import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+    heavy = [m for m in ("jax", "tensorflow", "seqio", "flax") if m in sys.modules]
+    print("HEAVY=" + ",".join(heavy), file=sys.stderr)
+""")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["plugins"], ["train", "--help"],
+                                  ["models"], ["paths"], ["tasks"]])
+def test_light_commands_import_no_heavy_library(args, tmp_path):
+    proc = subprocess.run([PYTHON, "-c", HEAVY_CHECK, *args], capture_output=True, text=True,
+                          env=python_env(XDG_CONFIG_HOME=str(tmp_path)), cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY=\n" in proc.stderr or proc.stderr.rstrip().endswith("HEAVY="), proc.stderr
+
+
+def test_console_script_and_python_m_agree(tmp_path):
+    out1 = subprocess.run([PYTHON, "-m", "t5cli", "--version"], capture_output=True, text=True,
+                          cwd=REPO, env=python_env())
+    assert out1.returncode == 0 and "0.1.0" in out1.stdout
+    script = subprocess.run([str(REPO / ".venv/bin/t5"), "--help"], capture_output=True, text=True,
+                            env=python_env()) if (REPO / ".venv/bin/t5").exists() else out1
+    assert script.returncode == 0
+    assert "parse-metrics (parse-tb)" in script.stdout or script is out1
+
+
+# --- t5 plugins / tasks / models / paths ---------------------------------------------------
+
+def test_plugins_lists_builtins_and_example_plugin(t5):
+    r = t5("plugins")
+    assert r.exit_code == 0, r.err
+    plugins = {p["name"]: p for p in json.loads(r.out)}
+    assert plugins["builtin_tasks"]["source"] == "builtin"
+    assert "number_words_en_de" in plugins["builtin_tasks"]["provides"]["tasks"]
+    assert "register_tasks" in plugins["builtin_tasks"]["hooks"]
+    textops = plugins["textops"]
+    assert textops["source"] == "entrypoint"
+    assert textops["distribution"] == "t5cli-textops" and textops["version"] == "0.1.0"
+    assert textops["provides"] == {"tasks": ["textops_reverse_words"], "metrics": ["token_f1"]}
+    assert textops["path"].endswith("plugin.py") and textops["error"] is None
+
+
+def test_tasks_lists_user_dir_task_with_its_file(t5):
+    r = t5("tasks", "--user-dir", EXAMPLE_USER_DIR)
+    assert r.exit_code == 0, r.err
+    line = next(line for line in r.out.splitlines() if line.startswith("toy_ende "))
+    assert "user-dir" in line and str(EXAMPLE_USER_DIR / "tasks.py") in line
+    assert any(line.startswith("wmt_t2t_de_en_v003 ") and "builtin" in line for line in r.out.splitlines())
+
+
+def test_user_dir_flag_after_subcommand_and_json(t5):
+    r = t5("tasks", "--json", "--user-dir", str(EXAMPLE_USER_DIR))
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert rows["toy_ende"]["source"] == "user-dir"
+    assert rows["textops_reverse_words"]["source"] == "entrypoint"
+
+
+def test_tasks_show_prints_real_examples_of_number_task(t5):
+    r = t5("tasks", "show", "number_words_en_de", "--split", "validation", "-n", "2")
+    assert r.exit_code == 0, r.err
+    from builtin_tasks.tasks import number_word_pairs
+
+    first_en, first_de = number_word_pairs("validation")[0]
+    assert f"inputs_pretokenized: {first_en}" in r.out
+    assert f"targets_pretokenized: {first_de}" in r.out
+    # byte vocabulary: id = byte + 3, then EOS (1)
+    ids = [b + 3 for b in first_de.encode("utf-8")] + [1]
+    assert f"targets ({len(ids)} ids): {ids}" in r.out
+
+
+def test_number_task_splits_are_disjoint_and_complete():
+    from builtin_tasks.tasks import number_word_pairs
+
+    splits = {s: {en for en, _ in number_word_pairs(s)} for s in ("train", "validation", "test")}
+    assert not (splits["train"] & splits["validation"]) and not (splits["train"] & splits["test"])
+    assert not (splits["validation"] & splits["test"])
+    assert sum(len(v) for v in splits.values()) == 10000
+    assert 800 < len(splits["validation"]) < 1200
+
+
+def test_models_and_paths(t5):
+    r = t5("models")
+    assert r.exit_code == 0, r.err
+    r = t5("paths")
+    assert r.exit_code == 0 and "default_user_dir" in r.out and "T5CLI_USER_DIR" in r.out
+
+
+# --- errors a user can cause -----------------------------------------------------------------
+
+def test_unknown_task_suggests_close_matches(t5):
+    r = t5("tasks", "show", "number_words_en_d")
+    assert r.exit_code == 1
+    assert "unknown task 'number_words_en_d'" in r.err and "'number_words_en_de'" in r.err
+    assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_missing_user_dir(t5, tmp_path):
+    r = t5("tasks", "--user-dir", tmp_path / "nope")
+    assert r.exit_code == 1 and "does not exist" in r.err and "nope" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+
+
+def test_user_dir_syntax_error_names_file_and_line(t5, make_user_dir):
+    d = make_user_dir({"bad.py": "x = 1\ndef broken(:\n"})
+    r = t5("tasks", "--user-dir", d)
+    assert r.exit_code == 1
+    assert f"{d / 'bad.py'}:2: SyntaxError" in r.err and "Traceback" not in r.err
+
+
+def test_user_dir_raising_on_import_names_file_and_line(t5, make_user_dir):
+    d = make_user_dir({"boom.py": "import os\n\nraise RuntimeError('no config here')\n"})
+    r = t5("tasks", "--user-dir", d)
+    assert r.exit_code == 1
+    assert f"{d / 'boom.py'}:3: RuntimeError: no config here" in r.err
+    assert "Traceback" not in r.err
+    r = t5("--verbose", "tasks", "--user-dir", d)
+    assert "Traceback" in r.err
+
+
+def test_duplicate_task_across_sources_names_both(t5, make_user_dir):
+    d = make_user_dir({"dup.py": textwrap.dedent("""
+        import t5cli
+
+        @t5cli.hookimpl
+        def register_tasks(register):
+            register("number_words_en_de", lambda: None)
+    """)})
+    r = t5("tasks", "--user-dir", d)
+    assert r.exit_code == 1
+    assert "registered twice" in r.err and "builtin plugin 'builtin_tasks'" in r.err
+    assert str(d / "dup.py") in r.err
+
+
+def test_module_level_duplicate_of_builtin_is_caught(t5, make_user_dir):
+    d = make_user_dir({"tasks.py": textwrap.dedent("""
+        import seqio
+        seqio.TaskRegistry.add("wmt_t2t_de_en_v003", source=seqio.FunctionDataSource(
+            lambda split, shuffle_files: None, splits=["train"]), output_features={})
+    """)})
+    r = t5("tasks", "--user-dir", d)
+    assert r.exit_code == 1 and "registered twice" in r.err and "builtin_tasks" in r.err
+
+
+def test_misspelled_hook_is_caught(t5, make_user_dir):
+    d = make_user_dir({"typo.py": "import t5cli\n\n@t5cli.hookimpl\ndef register_task(register):\n    pass\n"})
+    r = t5("tasks", "--user-dir", d)
+    assert r.exit_code == 1 and "register_task" in r.err and "spelling" in r.err
+
+
+def _install_fake_distribution(root, module_source: str, name="broken-plugin"):
+    write(root / "broken_t5_plugin.py", module_source)
+    info = root / f"{name.replace('-', '_')}-0.3.dist-info"
+    write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
+    write(info / "entry_points.txt", "[t5cli]\nbroken = broken_t5_plugin\n")
+
+
+def test_broken_installed_plugin_warns_and_cli_goes_on(t5, tmp_path, monkeypatch):
+    _install_fake_distribution(tmp_path, "raise ImportError('needs libfoo')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = t5("tasks")
+    assert r.exit_code == 0
+    assert "warning: plugin 'broken' from distribution broken-plugin 0.3 failed to load" in r.err
+    assert "needs libfoo" in r.err and "number_words_en_de" in r.out
+    r = t5("plugins")
+    broken = [p for p in json.loads(r.out) if p["name"] == "broken"][0]
+    assert "ImportError: needs libfoo" in broken["error"]
+    r = t5("--strict-plugins", "tasks")
+    assert r.exit_code == 1 and "needs libfoo" in r.err
+    r = t5("tasks", "-p", "no:broken")
+    assert r.exit_code == 0 and "broken" not in r.err
+
+
+def test_load_only_named_plugins(t5, monkeypatch):
+    monkeypatch.setenv("T5CLI_LOAD_PLUGINS", "nothing-matches")
+    r = t5("plugins")
+    names = [p["name"] for p in json.loads(r.out)]
+    assert "textops" not in names and "builtin_tasks" in names
+
+
+# --- the user-dir contract -------------------------------------------------------------------
+
+def test_user_dir_module_names_siblings_dataclasses_pickling(make_user_dir):
+    from t5cli.plugins import load_runtime
+    from t5cli.user_dir import package_name
+
+    d = make_user_dir({
+        "shapes.py": "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int = 2\n",
+        "uses.py": "from . import shapes\nimport shapes as bare\nPOINT = shapes.Point(1)\nSAME = bare is shapes\n",
+        "seqio.py": "SHADOW = True\n",
+    })
+    rt = load_runtime([d])
+    pkg = package_name(d)
+    assert pkg == package_name(d.resolve()) and pkg.startswith("t5cli_user_dir_")
+    uses = sys.modules[f"{pkg}.uses"]
+    assert uses.SAME and uses.POINT.y == 2
+    assert pickle.loads(pickle.dumps(uses.POINT)) == uses.POINT
+    import seqio  # the library, not the user's seqio.py
+
+    assert not hasattr(seqio, "SHADOW") and hasattr(seqio, "TaskRegistry")
+    assert str(d) not in sys.path
+    assert rt.user_dirs == [d.resolve()]
+
+
+def test_hookimpl_user_dir_task_is_attributed_and_buildable(make_user_dir, t5):
+    d = make_user_dir({"mine.py": textwrap.dedent("""
+        import t5cli
+
+        def build():
+            import seqio
+            from builtin_tasks.tasks import _number_words_task
+            task = _number_words_task("my_numbers", 50)
+            return seqio.Task("my_numbers", source=task.source, preprocessors=task.preprocessors,
+                              output_features=task.output_features)
+
+        @t5cli.hookimpl
+        def register_tasks(register):
+            register("my_numbers", build)
+    """)})
+    from t5cli.plugins import load_runtime
+
+    rt = load_runtime([d])
+    origin = rt.registry.origin("task", "my_numbers")
+    assert origin.source == "user-dir" and origin.path == str(d / "mine.py")
+    assert rt.registry.task("my_numbers").name == "my_numbers"
+    r = t5("tasks", "show", "my_numbers", "--split", "train", "-n", "1", "--user-dir", d)
+    assert r.exit_code == 0 and "inputs_pretokenized:" in r.out
+
+
+def test_env_var_and_default_user_dir_are_loaded(make_user_dir, monkeypatch, tmp_path):
+    from t5cli.plugins import default_user_dir, load_runtime
+
+    env_dir = make_user_dir({"a.py": "import t5cli\n@t5cli.hookimpl\ndef register_metrics(register):\n"
+                                     "    register('env_metric', len)\n"})
+    monkeypatch.setenv("T5CLI_USER_DIR", str(env_dir))
+    default = default_user_dir()
+    write(default / "b.py", "import t5cli\n@t5cli.hookimpl\ndef register_metrics(register):\n"
+                            "    register('default_metric', len)\n")
+    rt = load_runtime([env_dir])  # same dir twice: loaded once
+    assert rt.user_dirs == [env_dir.resolve(), default.resolve()]
+    assert {"env_metric", "default_metric"} <= set(rt.registry.names("metric"))
+    monkeypatch.setenv("T5CLI_NO_DEFAULT_USER_DIR", "1")
+    assert "default_metric" not in load_runtime().registry.names("metric")
+
+
+def test_gin_file_in_user_dir_imports_tasks(tmp_path):
+    """A .gin file in the user dir resolves via the search path, and `import tasks` works."""
+    import gin
+
+    from t5cli.plugins import load_runtime
+
+    rt = load_runtime([EXAMPLE_USER_DIR])
+    gin_file = write(tmp_path / "uses_tasks.gin", "import tasks\nimport common\n")
+    for path in rt.gin_search_paths():
+        gin.add_config_file_search_path(path)
+    gin.parse_config_file(str(gin_file))
+    assert "toy_ende" in rt.registry.names("task")
+    assert rt.registry.task("toy_ende").name == "toy_ende"
+
+
+def test_partitioning_rules_and_metrics_from_plugins(make_user_dir):
+    from t5cli.plugins import load_runtime
+
+    d = make_user_dir({"rules.py": textwrap.dedent("""
+        import t5cli
+
+        @t5cli.hookimpl
+        def register_partitioning_rules(register):
+            register("mlp", "model")
+            register("embed", None)
+    """)})
+    rt = load_runtime([d])
+    assert rt.registry.partitioning_rules() == [("embed", None), ("mlp", "model")]
+    assert rt.registry.metric("token_f1")(["a b"], ["a b"]) == {"token_f1": 100.0}
+
+
+def test_plugin_commands_are_added(make_user_dir, t5):
+    d = make_user_dir({"cmd.py": textwrap.dedent("""
+        import click
+        import t5cli
+
+        @t5cli.hookimpl
+        def register_commands(cli):
+            @cli.command()
+            @click.argument("name")
+            def hello(name):
+                "Say hello."
+                click.echo(f"hello {name}")
+    """)})
+    r = t5("--user-dir", d, "hello", "world")
+    assert r.exit_code == 0 and r.out.strip() == "hello world"
