@@ -32,6 +32,7 @@ ENV_NO_DEFAULT_USER_DIR = "T5CLI_NO_DEFAULT_USER_DIR"
 
 BUILTIN_PLUGINS = (
     ("builtin_tasks", "builtin_tasks.plugin"),
+    ("builtin_models", "t5cli.models.plugin"),
 )
 
 # hook name -> registry kind, for the hooks that take a ``register`` callback

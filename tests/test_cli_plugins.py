@@ -54,6 +54,7 @@ def test_plugins_lists_builtins_and_example_plugin(t5):
     assert plugins["builtin_tasks"]["source"] == "builtin"
     assert "number_words_en_de" in plugins["builtin_tasks"]["provides"]["tasks"]
     assert "register_tasks" in plugins["builtin_tasks"]["hooks"]
+    assert plugins["builtin_models"]["source"] == "builtin"
     textops = plugins["textops"]
     assert textops["source"] == "entrypoint"
     assert textops["distribution"] == "t5cli-textops" and textops["version"] == "0.1.0"
@@ -102,6 +103,7 @@ def test_number_task_splits_are_disjoint_and_complete():
 def test_models_and_paths(t5):
     r = t5("models")
     assert r.exit_code == 0, r.err
+    assert "t5_1_1_small" in r.out and "builtin_models" in r.out
     r = t5("paths")
     assert r.exit_code == 0 and "default_user_dir" in r.out and "T5CLI_USER_DIR" in r.out
 
