@@ -188,7 +188,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     warnings.filterwarnings("default", category=UserWarning, module="t5cli")
     app = App(opts)
     try:
-        wants_help_only = not rest or rest[0] in ("-h", "--help", "--version")
+        wants_help_only = not rest or rest[0] in ("-h", "--help", "--version") or "--help" in rest
+        if not wants_help_only and not opts.verbose and _needs_tensorflow(rest):
+            from t5cli.quiet import import_tensorflow_quietly
+
+            import_tensorflow_quietly()
         if not wants_help_only:
             # Plugins may add commands, so the runtime is built before dispatch.
             _add_plugin_commands(app)
@@ -206,6 +210,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+#: commands that read data or event files, and so import TensorFlow sooner or later
+_TENSORFLOW_COMMANDS = {"train", "finetune", "eval", "infer", "export", "parse-metrics",
+                        "parse-tb", "convert"}
+
+
+def _needs_tensorflow(rest: Sequence[str]) -> bool:
+    command = next((a for a in rest if not a.startswith("-")), "")
+    return command in _TENSORFLOW_COMMANDS or (command == "tasks" and "show" in rest)
 
 
 def _add_plugin_commands(app: App) -> None:

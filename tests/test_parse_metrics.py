@@ -502,3 +502,17 @@ def test_t5_group_parse_tb_alias_with_t5_spellings(seqio_dir, tmp_path):
         assert out.read_text() == SEQIO_CSV and result.stdout == ""
     result = CliRunner().invoke(cli, ["parse-tb", str(tmp_path / "missing")])
     assert isinstance(result.exception, T5CliError)
+
+
+def test_t5_entry_point_parse_tb_plot_and_error(t5, tmp_path):
+    """Through the real `t5` entry point: the alias, --plot, and a one-line error."""
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tb-katib-tf2-mnist"
+    if not data.is_dir():
+        pytest.skip("shared data absent")
+    png = tmp_path / "out.png"
+    r = t5("parse-tb", data, "--plot", png, "--format", "csv")
+    assert r.exit_code == 0, r.err
+    assert r.out.startswith("step,") and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    r = t5("parse-metrics", tmp_path / "missing")
+    assert r.exit_code == 1 and len(r.err.strip().splitlines()) == 1
+    assert "does not exist" in r.err and "Traceback" not in r.err

@@ -1,0 +1,40 @@
+"""Keep TensorFlow's native start-up chatter (oneDNN, CUDA stubs, absl) off the user's terminal.
+
+Those lines are written by C++ straight to file descriptor 2 while TensorFlow is imported,
+before any Python logging setting applies, so the import runs with fd 2 pointed at
+/dev/null. Python exceptions raised by the import still reach the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send fd 2 to /dev/null inside the block (Python's sys.stderr is flushed first)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow once, silently, if it is installed and not yet imported."""
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import tensorflow  # noqa: F401
+
+        # TensorFlow must never grab an accelerator that JAX should have.
+        tensorflow.config.set_visible_devices([], "GPU")
