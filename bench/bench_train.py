@@ -1,0 +1,182 @@
+"""Training speed: t5cli (JAX) next to Hugging Face transformers (PyTorch), same work.
+
+T5 1.1 small dimensions, batch 8 × 128 input / 128 target tokens, float32, dropout 0.1,
+Adafactor with T5X-like settings (lr 1e-3 constant, parameter scaling, update clipping
+1.0, decay 0.8), on identical random token ids. Prints one table: step time and target
+tokens per second. DESIGN.md's reference on this 2-core CPU: T5X 198 target tokens/s,
+HF 317.
+
+    python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf] [--model t5_1_1_small]
+                                [--dropout 0.1] [--threefry-partitionable 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def random_batch(batch_size: int, input_length: int, target_length: int, vocab: int, seed: int = 0):
+    """Unpacked encoder-decoder batch, no padding (every target token counts)."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    inputs = rng.randint(2, vocab, size=(batch_size, input_length)).astype(np.int32)
+    targets = rng.randint(2, vocab, size=(batch_size, target_length)).astype(np.int32)
+    decoder_inputs = np.concatenate([np.zeros((batch_size, 1), np.int32), targets[:, :-1]], axis=1)
+    return {
+        "encoder_input_tokens": inputs,
+        "decoder_input_tokens": decoder_inputs,
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": np.ones_like(targets, dtype=np.float32),
+    }
+
+
+def jax_runner(config, batch):
+    """Compile the t5cli train step; returns (run_one_step() -> loss/token, compile seconds)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from t5cli import optim, partitioning
+    from t5cli.models.model import EncoderDecoderModel
+    from t5cli.train import make_train_step
+
+    model = EncoderDecoderModel(config)
+    mesh = partitioning.create_mesh(1)
+    rules = partitioning.logical_axis_rules()
+    abstract = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0)))
+    p_shard = partitioning.param_shardings(mesh, model.param_axes(abstract), abstract, rules)
+    tx = optax.with_extra_args_support(optim.adafactor())
+    params = jax.jit(model.init_params, out_shardings=p_shard)(jax.random.PRNGKey(0))
+    state = {"params": params, "opt_state": jax.jit(tx.init)(params),
+             "step": jnp.asarray(0, jnp.int32)}
+    step_fn = jax.jit(make_train_step(model, tx, optim.constant_schedule(1e-3), z_loss=1e-4,
+                                      use_dropout=config.dropout_rate > 0), donate_argnums=(0,))
+    rng = jax.random.PRNGKey(1)
+    device_batch = partitioning.shard_batch(batch, mesh)
+    holder = {"state": state}
+    tokens = float(batch["decoder_loss_weights"].sum())
+
+    def run_one():
+        holder["state"], metrics = step_fn(holder["state"], device_batch, rng)
+        return float(metrics["loss_normalized"]) / tokens  # waits for the step
+
+    t0 = time.perf_counter()
+    run_one()
+    return run_one, time.perf_counter() - t0
+
+
+def hf_t5_1_1(config):
+    """HF T5 1.1 of the same dims: lm_head untied from the (still shared) token embedding."""
+    import torch
+    from transformers import T5Config as HFConfig, T5ForConditionalGeneration
+
+    hf_cfg = HFConfig(
+        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim,
+        d_ff=config.mlp_dim, num_layers=config.num_encoder_layers,
+        num_decoder_layers=config.num_decoder_layers, num_heads=config.num_heads,
+        relative_attention_num_buckets=config.relpos_num_buckets,
+        relative_attention_max_distance=config.relpos_max_distance,
+        dropout_rate=config.dropout_rate, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False, layer_norm_epsilon=config.layer_norm_epsilon,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )
+    model = T5ForConditionalGeneration(hf_cfg)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.encoder.embed_tokens = model.shared
+    model.decoder.embed_tokens = model.shared
+    model.train()
+    return model
+
+
+def hf_runner(config, batch):
+    """The same step in HF transformers; returns run_one_step() -> loss/token."""
+    import torch
+    from transformers.optimization import Adafactor
+
+    torch.manual_seed(0)
+    model = hf_t5_1_1(config)
+    opt = Adafactor(model.parameters(), lr=1e-3, scale_parameter=True, relative_step=False,
+                    warmup_init=False, clip_threshold=1.0, decay_rate=-0.8, beta1=None,
+                    weight_decay=0.0)
+    input_ids = torch.as_tensor(batch["encoder_input_tokens"], dtype=torch.long)
+    labels = torch.as_tensor(batch["decoder_target_tokens"], dtype=torch.long)
+    decoder_input_ids = torch.as_tensor(batch["decoder_input_tokens"], dtype=torch.long)
+
+    def run_one():
+        out = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(out.loss.detach())
+
+    return run_one
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="t5_1_1_small")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--input-length", type=int, default=128)
+    ap.add_argument("--target-length", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--threefry-partitionable", type=int, choices=(0, 1), default=0,
+                    help="JAX dropout RNG layout (train(threefry_partitionable=...)); 0 is faster on 1 CPU")
+    ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-jax", action="store_true")
+    args = ap.parse_args(argv)
+
+    from t5cli.models.configs import get_config
+
+    config = get_config(args.model).replace(dropout_rate=args.dropout, dtype="float32")
+    batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
+    target_tokens = args.batch_size * args.target_length
+    runners = []
+    if not args.skip_jax:
+        import jax
+
+        jax.config.update("jax_threefry_partitionable", bool(args.threefry_partitionable))
+        run, compile_s = jax_runner(config, batch)
+        runners.append(("t5cli (JAX)", run, f"compile {compile_s:.1f}s, threefry_partitionable="
+                                            f"{bool(args.threefry_partitionable)}"))
+    if not args.skip_hf:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        runners.append(("HF transformers (PyTorch)", hf_runner(config, batch), ""))
+    # Steps alternate between the implementations so that both see the same machine load.
+    times = {name: [] for name, _, _ in runners}
+    losses = {}
+    for i in range(args.warmup + args.steps):
+        for name, run, _ in runners:
+            t0 = time.perf_counter()
+            losses[name] = run()
+            if i >= args.warmup:
+                times[name].append(time.perf_counter() - t0)
+    rows = [(name, times[name], f"{note + ', ' if note else ''}last loss {losses[name]:.3f}")
+            for name, _, note in runners]
+    print(f"\n{args.model}, batch {args.batch_size} x {args.input_length}/{args.target_length}, "
+          f"float32, dropout {args.dropout}, {args.steps} timed steps after {args.warmup} warm-up, "
+          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} (steps interleaved)")
+    print(f"{'implementation':<28}{'step s (median)':>16}{'target tok/s':>14}  notes")
+    speeds = {}
+    for name, times, note in rows:
+        med = statistics.median(times)
+        speeds[name] = target_tokens / med
+        print(f"{name:<28}{med:>16.3f}{target_tokens / med:>14.1f}  {note}")
+    if len(speeds) == 2:
+        jax_tps, hf_tps = speeds.values()
+        print(f"speed-up t5cli / HF: {jax_tps / hf_tps:.2f}x (target >= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

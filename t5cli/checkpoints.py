@@ -1,0 +1,291 @@
+"""Checkpoints of this tool (orbax), and loading parameters from them or from HF.
+
+Layout of ``MODEL_DIR/checkpoint_<step>/`` (T5X's directory names, orbax's
+``step_prefix='checkpoint'``):
+
+- ``params/``      the parameter tree (float32), readable alone by :func:`load_params`;
+- ``opt_state/``   the optimizer state's leaves, keyed ``000000``, ``000001``, … in the
+                   order of ``jax.tree_util.tree_leaves`` (the structure comes from the
+                   optimizer, so any optax state round-trips);
+- ``train_meta/``  JSON: ``step``, ``initial_step`` (step of the initial checkpoint),
+                   ``data`` (seed and batches consumed, so the data stream resumes),
+                   ``model``, ``opt_state_paths``.
+
+Saving is synchronous: when ``save`` returns the step is on disk. Nothing in MODEL_DIR is
+ever removed except older ``checkpoint_<N>`` directories when ``keep`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import jax
+import numpy as np
+
+from t5cli.errors import CheckpointError
+
+PARAMS, OPT_STATE, META = "params", "opt_state", "train_meta"
+STEP_PREFIX = "checkpoint"
+_STEP_DIR = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
+
+
+# --- finding checkpoints ---------------------------------------------------------------------
+
+def _epath(path):
+    from etils import epath
+
+    return epath.Path(os.path.expanduser(str(path)))
+
+
+def all_steps(model_dir) -> List[int]:
+    """Steps of the finished ``checkpoint_<N>`` directories in ``model_dir`` (sorted)."""
+    d = _epath(model_dir)
+    if not d.is_dir():
+        return []
+    steps = []
+    for child in d.iterdir():
+        m = _STEP_DIR.match(child.name)
+        if m and child.is_dir() and (child / PARAMS).is_dir():
+            steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
+def latest_step(model_dir) -> Optional[int]:
+    """The newest checkpoint step in ``model_dir``, or None."""
+    steps = all_steps(model_dir)
+    return steps[-1] if steps else None
+
+
+def is_checkpoint_dir(path) -> bool:
+    """A single ``checkpoint_<N>`` directory of this tool."""
+    p = _epath(path)
+    return p.is_dir() and (p / PARAMS).is_dir()
+
+
+def is_hf_dir(path) -> bool:
+    """A Hugging Face model directory (``config.json`` + weights)."""
+    p = _epath(path)
+    return p.is_dir() and (p / "config.json").exists() and any(
+        (p / name).exists() for name in ("model.safetensors", "pytorch_model.bin",
+                                         "model.safetensors.index.json", "pytorch_model.bin.index.json"))
+
+
+# --- shape checks ------------------------------------------------------------------------------
+
+def _flat_shapes(tree) -> Dict[str, Tuple[int, ...]]:
+    from t5cli.optim import path_str
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {path_str(p): tuple(getattr(x, "shape", ())) for p, x in leaves}
+
+
+def check_param_shapes(found, expected, source: str) -> None:
+    """CheckpointError naming the first parameter missing, unexpected or of another shape."""
+    have, want = _flat_shapes(found), _flat_shapes(expected)
+    for name in sorted(want):
+        if name not in have:
+            raise CheckpointError(
+                f"{source} does not match the model: it has no parameter {name!r} "
+                f"(it has {len(have)} parameters, the model {len(want)}); check --model"
+            )
+        if tuple(have[name]) != tuple(want[name]):
+            raise CheckpointError(
+                f"{source} does not match the model: parameter {name!r} has shape "
+                f"{tuple(have[name])} in the checkpoint but {tuple(want[name])} in the model; check --model"
+            )
+    extra = sorted(set(have) - set(want))
+    if extra:
+        raise CheckpointError(
+            f"{source} does not match the model: it has parameter {extra[0]!r}, which the model "
+            f"does not (and {len(extra) - 1} more); check --model"
+        )
+
+
+def _abstract(tree, shardings=None):
+    """ShapeDtypeStructs (with shardings) to restore into."""
+    def one(x, s=None):
+        if s is None:
+            s = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+
+    if shardings is None:
+        return jax.tree_util.tree_map(one, tree)
+    return jax.tree_util.tree_map(one, tree, shardings)
+
+
+def _tree_metadata(item_dir) -> Any:
+    import orbax.checkpoint as ocp
+
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(item_dir)
+    except Exception as exc:  # unreadable or not an orbax tree
+        raise CheckpointError(f"cannot read checkpoint {item_dir}: {type(exc).__name__}: {exc}") from None
+    tree = getattr(meta, "item_metadata", meta)
+    return getattr(tree, "tree", tree)
+
+
+def _restore_tree(item_dir, target) -> Any:
+    import orbax.checkpoint as ocp
+
+    try:
+        return ocp.StandardCheckpointHandler().restore(item_dir, args=ocp.args.StandardRestore(target))
+    except Exception as exc:
+        raise CheckpointError(f"cannot restore {item_dir}: {type(exc).__name__}: {exc}") from None
+
+
+# --- parameters only (init / eval / infer / export) ------------------------------------------------
+
+def _abstract_params(model):
+    return jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0)))
+
+
+def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardings=None):
+    """Parameters for ``model`` from a checkpoint; returns ``(params, step)``.
+
+    ``model_dir_or_path`` may be a MODEL_DIR (its latest checkpoint, or ``step``), one
+    ``checkpoint_<N>`` directory of this tool, or a Hugging Face T5 directory (step 0).
+    Parameters are checked against ``model``'s shapes first; a missing path, an empty
+    MODEL_DIR or a mismatch raises CheckpointError. ``shardings`` (a tree of
+    NamedShardings like the params) places them on a mesh; default: first local device.
+    """
+    if model_dir_or_path is None or str(model_dir_or_path) == "":
+        raise CheckpointError("no checkpoint path given; pass --init-checkpoint or --checkpoint")
+    path = _epath(model_dir_or_path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
+    expected = _abstract_params(model)
+    if is_hf_dir(path):
+        from t5cli.models.hf import import_hf
+
+        try:
+            _, params = import_hf(str(path))
+        except CheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"cannot import Hugging Face checkpoint {path}: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        check_param_shapes(params, expected, f"Hugging Face checkpoint {path}")
+        params = jax.tree_util.tree_map(lambda x, e: np.asarray(x, dtype=e.dtype), params, expected)
+        if shardings is not None:
+            params = jax.tree_util.tree_map(jax.device_put, params, shardings)
+        return params, 0
+    if is_checkpoint_dir(path):
+        m = _STEP_DIR.match(path.name)
+        found_step = int(m.group(1)) if m else 0
+        if step is not None and step != found_step:
+            raise CheckpointError(f"{path} holds step {found_step}, not step {step}")
+        step_dir = path
+    elif path.is_dir():
+        steps = all_steps(path)
+        if not steps:
+            raise CheckpointError(
+                f"{path} holds no checkpoint (no {STEP_PREFIX}_<N>/ directory and no Hugging Face "
+                f"config.json); pass a MODEL_DIR with checkpoints, a {STEP_PREFIX}_<N> directory or an HF directory"
+            )
+        found_step = steps[-1] if step is None else step
+        if found_step not in steps:
+            raise CheckpointError(f"{path} has no checkpoint for step {step} (it has: {steps})")
+        step_dir = path / f"{STEP_PREFIX}_{found_step}"
+    else:
+        raise CheckpointError(f"checkpoint {str(path)!r} is a file, not a checkpoint directory")
+    item = step_dir / PARAMS
+    stored = _tree_metadata(item)
+    check_param_shapes(stored, expected, f"checkpoint {step_dir}")
+    params = _restore_tree(item, _abstract(expected, shardings))
+    return params, found_step
+
+
+# --- full train state (resume) -------------------------------------------------------------------
+
+class TrainCheckpointer:
+    """Saves and restores params, optimizer state and train metadata in MODEL_DIR."""
+
+    def __init__(self, model_dir, *, keep: Optional[int] = None):
+        import orbax.checkpoint as ocp
+
+        if keep is not None and keep < 1:
+            raise CheckpointError(f"keep={keep}: keep at least 1 checkpoint, or None for all")
+        self.model_dir = _epath(model_dir)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, step_prefix=STEP_PREFIX, create=True,
+            enable_async_checkpointing=False,
+        )
+        self._manager = ocp.CheckpointManager(str(self.model_dir), options=options,
+                                              item_names=(PARAMS, OPT_STATE, META))
+
+    def latest_step(self) -> Optional[int]:
+        return latest_step(self.model_dir)
+
+    def save(self, step: int, params, opt_state, meta: Mapping[str, Any]) -> None:
+        """Write ``checkpoint_<step>`` (a no-op if it exists already)."""
+        import orbax.checkpoint as ocp
+
+        if step in all_steps(self.model_dir):
+            return
+        leaves, _ = jax.tree_util.tree_flatten(opt_state)
+        opt_flat = {f"{i:06d}": leaf for i, leaf in enumerate(leaves)}
+        paths = [p for p in _flat_shapes(opt_state)]
+        items = {
+            PARAMS: ocp.args.StandardSave(params),
+            META: ocp.args.JsonSave({**dict(meta), "step": int(step), "opt_state_paths": paths}),
+        }
+        if opt_flat:
+            items[OPT_STATE] = ocp.args.StandardSave(opt_flat)
+        self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, abstract_params, abstract_opt_state, *, param_shardings=None,
+                opt_shardings=None) -> Tuple[Any, Any, Dict[str, Any]]:
+        """``(params, opt_state, meta)`` of ``step``, checked against the abstract trees."""
+        step_dir = self.model_dir / f"{STEP_PREFIX}_{step}"
+        source = f"checkpoint {step_dir} (resuming from MODEL_DIR)"
+        check_param_shapes(_tree_metadata(step_dir / PARAMS), abstract_params, source)
+        params = _restore_tree(step_dir / PARAMS, _abstract(abstract_params, param_shardings))
+        meta = self.read_meta(step)
+        leaves, treedef = jax.tree_util.tree_flatten(abstract_opt_state)
+        stored_paths = meta.get("opt_state_paths", [])
+        want_paths = list(_flat_shapes(abstract_opt_state))
+        if len(stored_paths) != len(want_paths):
+            raise CheckpointError(
+                f"{source} has an optimizer state of {len(stored_paths)} arrays but the configured "
+                f"optimizer needs {len(want_paths)}: the optimizer (or frozen parameters) changed. "
+                f"Use a new --model-dir, or restore the original optimizer settings"
+            )
+        if leaves:
+            if opt_shardings is not None:
+                shard_leaves = jax.tree_util.tree_leaves(opt_shardings)
+            else:
+                shard_leaves = [None] * len(leaves)
+            target = {f"{i:06d}": _abstract(x, s) for i, (x, s) in enumerate(zip(leaves, shard_leaves))}
+            stored = _tree_metadata(step_dir / OPT_STATE)
+            for i, (key, t) in enumerate(target.items()):
+                have = tuple(getattr(stored.get(key), "shape", ()))
+                if have != tuple(t.shape):
+                    raise CheckpointError(
+                        f"{source}: optimizer state {want_paths[i]!r} has shape {have} but the "
+                        f"configured optimizer needs {tuple(t.shape)}; the optimizer settings changed"
+                    )
+            flat = _restore_tree(step_dir / OPT_STATE, target)
+            opt_state = jax.tree_util.tree_unflatten(treedef, [flat[k] for k in target])
+        else:
+            opt_state = jax.tree_util.tree_unflatten(treedef, [])
+        return params, opt_state, meta
+
+    def read_meta(self, step: int) -> Dict[str, Any]:
+        import json
+
+        path = self.model_dir / f"{STEP_PREFIX}_{step}" / META / "metadata"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            import orbax.checkpoint as ocp
+
+            out = self._manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))
+            return dict(out[META])
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()

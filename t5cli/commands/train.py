@@ -1,0 +1,76 @@
+"""``t5 train`` and its alias ``t5 finetune``: gin config → :func:`t5cli.train.train`.
+
+The same click command serves both names; the name it was invoked under picks the run
+defaults: ``runs/pretrain.gin`` for ``train``, ``runs/finetune.gin`` for ``finetune``.
+The plugin runtime comes from ``ctx.obj.runtime`` (the CLI's ``App``); without one (a
+bare click invocation) a fresh ``t5cli.plugins.load_runtime()`` is built.
+
+Only click is imported at module level: ``t5 --help`` must not import JAX or TensorFlow.
+"""
+
+from __future__ import annotations
+
+import click
+
+RUN_FILES = {"train": "runs/pretrain.gin", "finetune": "runs/finetune.gin"}
+REQUIRED = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_NAME")
+
+
+def _runtime(ctx):
+    obj = ctx.find_root().obj
+    if obj is not None and hasattr(obj, "runtime"):
+        return obj.runtime
+    from t5cli.plugins import load_runtime
+
+    return load_runtime()
+
+
+@click.command("train")
+@click.option("--gin-file", "--gin_file", "gin_files", multiple=True, metavar="FILE",
+              help="gin file to parse (repeatable; searched in the gin search path).")
+@click.option("--gin", "gin_bindings", multiple=True, metavar="NAME=VALUE",
+              help="gin binding, e.g. --gin TRAIN_STEPS=1000 (T5X's --gin.NAME=VALUE works too).")
+@click.option("--gin-search-path", "--gin_search_paths", "gin_search_paths", multiple=True,
+              metavar="DIRS", help="Folder(s) to look for gin files in (repeatable, comma-separated).")
+@click.option("--tfds-data-dir", "--tfds_data_dir", default=None, metavar="DIR",
+              help="Folder with prepared TFDS datasets (default: $TFDS_DATA_DIR or ~/tensorflow_datasets).")
+@click.option("--task", default=None, help="seqio task or mixture (MIXTURE_OR_TASK_NAME).")
+@click.option("--model", default=None, help="Model name, see `t5 models` (MODEL_NAME).")
+@click.option("--model-dir", "--model_dir", "model_dir", default=None, metavar="DIR",
+              help="Where checkpoints and logs go; an existing run there is resumed (MODEL_DIR).")
+@click.option("--steps", type=int, default=None,
+              help="TRAIN_STEPS: total steps, counted from the initial checkpoint's step as in T5X.")
+@click.option("--batch-size", "--batch_size", "batch_size", type=int, default=None,
+              help="Global batch size (BATCH_SIZE).")
+@click.option("--init-checkpoint", "--init_checkpoint", "init_checkpoint", default=None, metavar="PATH",
+              help="Start from these parameters: a checkpoint of this tool, a MODEL_DIR or an HF "
+                   "directory (INITIAL_CHECKPOINT_PATH).")
+@click.option("--feature-lengths", "--feature_lengths", "feature_lengths", default=None,
+              metavar="inputs=N,targets=N", help="TASK_FEATURE_LENGTHS.")
+@click.option("--seed", type=int, default=None, help="Random seed for init, dropout and data order (RANDOM_SEED).")
+@click.pass_context
+def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task, model, model_dir,
+            steps, batch_size, init_checkpoint, feature_lengths, seed):
+    """Train (or, as `finetune`, fine-tune) a model on a seqio task, T5X style.
+
+    \b
+    t5 train --model byt5_tiny --task number_words_en_de --model-dir /tmp/m \\
+        --steps 2000 --batch-size 32 --feature-lengths inputs=64,targets=64
+    t5 finetune --gin-file my_run.gin --gin.TRAIN_STEPS=1_010_000
+    """
+    from t5cli import config
+
+    invoked = ctx.info_name if ctx.info_name in RUN_FILES else "train"
+    runtime = _runtime(ctx)
+    required = REQUIRED + (("INITIAL_CHECKPOINT_PATH",) if invoked == "finetune" else ())
+    model_file = config.model_gin_file(model)
+    config.setup_gin(
+        base_files=[RUN_FILES[invoked]] + ([model_file] if model_file else []),
+        gin_files=gin_files, bindings=gin_bindings, search_paths=gin_search_paths,
+        shortcuts=config.shortcut_bindings(
+            task=task, model=model, model_dir=model_dir, steps=steps, batch_size=batch_size,
+            init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed),
+        runtime=runtime, required=required,
+    )
+    result = config.call("train", runtime=runtime, tfds_data_dir=tfds_data_dir)
+    click.echo(f"done: step {result.step}, MODEL_DIR {result.model_dir}")

@@ -1,0 +1,327 @@
+"""gin configuration: files, bindings, command-line shortcuts, search paths, config.gin.
+
+T5X's macro names are kept: ``MIXTURE_OR_TASK_NAME``, ``TASK_FEATURE_LENGTHS``,
+``TRAIN_STEPS``, ``BATCH_SIZE``, ``DROPOUT_RATE``, ``INITIAL_CHECKPOINT_PATH``,
+``MODEL_DIR``, ``LOSS_NORMALIZING_FACTOR``, ``USE_CACHED_TASKS``, ``RANDOM_SEED`` and
+``MODEL_NAME`` (set by each ``configs/models/<name>.gin``). The run files in
+``configs/runs/`` bind them to the library's parameters (``train.total_steps =
+%TRAIN_STEPS`` …).
+
+Every configurable is registered here, once, by :func:`register_configurables`
+(``train``, ``adafactor``, ``adamw``, the schedules, and the eval/infer/export functions
+when those modules exist). The library functions stay plain Python; gin wraps them.
+
+Order of precedence (later wins): the run file of the command (``runs/pretrain.gin`` for
+``t5 train``, ``runs/finetune.gin`` for ``t5 finetune``), the model's gin file, the
+``--gin-file`` files in order, the flag shortcuts (``--task`` …), then ``--gin`` bindings.
+Search path: the current directory, ``t5cli/configs``, user dirs, ``--gin-search-path``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from t5cli.errors import ConfigError
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+#: (module, attribute, gin name): every gin configurable of t5cli, registered once
+CONFIGURABLES = (
+    ("t5cli.train", "train", "train"),
+    ("t5cli.optim", "adafactor", "adafactor"),
+    ("t5cli.optim", "adamw", "adamw"),
+    ("t5cli.optim", "constant_schedule", "constant_schedule"),
+    ("t5cli.optim", "rsqrt_schedule", "rsqrt_schedule"),
+    ("t5cli.optim", "linear_schedule", "linear_schedule"),
+    ("t5cli.optim", "cosine_schedule", "cosine_schedule"),
+    ("t5cli.evaluate", "evaluate", "evaluate"),
+    ("t5cli.infer", "infer", "infer"),
+    ("t5cli.export", "export", "export"),
+)
+
+#: macros a run needs, and the flag that sets each
+REQUIRED_MACROS = {
+    "MODEL_DIR": "--model-dir DIR",
+    "MIXTURE_OR_TASK_NAME": "--task NAME",
+    "TASK_FEATURE_LENGTHS": "--feature-lengths inputs=N,targets=N",
+    "TRAIN_STEPS": "--steps N",
+    "MODEL_NAME": "--model NAME (or a gin file of t5cli/configs/models)",
+    "INITIAL_CHECKPOINT_PATH": "--init-checkpoint PATH",
+    "CHECKPOINT_PATH": "--checkpoint PATH",
+    "EVAL_OUTPUT_DIR": "--output-dir DIR",
+    "INFER_OUTPUT_DIR": "--output-dir DIR",
+}
+
+_REGISTERED: Dict[str, Callable] = {}
+
+
+def register_configurables() -> Dict[str, Callable]:
+    """Register every t5cli configurable with gin (idempotent); name → gin-wrapped function."""
+    import gin
+
+    for module_name, attr, name in CONFIGURABLES:
+        if name in _REGISTERED:
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not written yet in this build
+                continue
+            raise
+        _REGISTERED[name] = gin.external_configurable(getattr(module, attr), name=name, module="t5cli")
+    return _REGISTERED
+
+
+def configurable(name: str) -> Callable:
+    """The gin-wrapped library function called ``name`` (e.g. ``"train"``)."""
+    registered = register_configurables()
+    if name not in registered:
+        raise ConfigError(f"no configurable {name!r}; known: {', '.join(sorted(registered))}")
+    return registered[name]
+
+
+def split_search_paths(values: Iterable[str]) -> List[str]:
+    """Repeatable, comma-separated ``--gin-search-path`` values → a flat list."""
+    out: List[str] = []
+    for value in values or ():
+        out.extend(p.strip() for p in str(value).split(",") if p.strip())
+    return out
+
+
+def _quote(value: Any) -> str:
+    return repr(value)
+
+
+def shortcut_bindings(*, task: Optional[str] = None, model: Optional[str] = None,
+                      model_dir: Optional[str] = None, steps: Optional[int] = None,
+                      batch_size: Optional[int] = None, init_checkpoint: Optional[str] = None,
+                      feature_lengths: Optional[str] = None, seed: Optional[int] = None,
+                      dropout_rate: Optional[float] = None) -> List[str]:
+    """gin bindings for the command-line shortcuts that were given."""
+    from t5cli.data import parse_feature_lengths
+
+    out = []
+    if task is not None:
+        out.append(f"MIXTURE_OR_TASK_NAME = {_quote(task)}")
+    if model is not None:
+        out.append(f"MODEL_NAME = {_quote(model)}")
+    if model_dir is not None:
+        out.append(f"MODEL_DIR = {_quote(os.path.abspath(os.path.expanduser(model_dir)))}")
+    if steps is not None:
+        out.append(f"TRAIN_STEPS = {int(steps)}")
+    if batch_size is not None:
+        out.append(f"BATCH_SIZE = {int(batch_size)}")
+    if init_checkpoint is not None:
+        out.append(f"INITIAL_CHECKPOINT_PATH = {_quote(os.path.expanduser(init_checkpoint))}")
+    if feature_lengths is not None:
+        out.append(f"TASK_FEATURE_LENGTHS = {parse_feature_lengths(feature_lengths)!r}")
+    if seed is not None:
+        out.append(f"RANDOM_SEED = {int(seed)}")
+    if dropout_rate is not None:
+        out.append(f"DROPOUT_RATE = {float(dropout_rate)}")
+    return out
+
+
+def model_gin_file(model: Optional[str]) -> Optional[str]:
+    """``models/<model>.gin`` if t5cli ships one (it may set more than MODEL_NAME)."""
+    if model and (CONFIGS_DIR / "models" / f"{model}.gin").is_file():
+        return f"models/{model}.gin"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines[:1]) if lines else type(exc).__name__
+
+
+def _location(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        line = line.strip()
+        if line.startswith("In file") or line.startswith("In bindings string"):
+            return line
+    filename = getattr(exc, "filename", None)
+    lineno = getattr(exc, "lineno", None)
+    if filename:
+        return f"in file {filename!r}" + (f", line {lineno}" if lineno else "")
+    return ""
+
+
+def parse_gin(*, gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
+              search_paths: Sequence[str] = (), base_files: Sequence[str] = (),
+              shortcuts: Sequence[str] = (), user_dirs: Sequence[str] = ()) -> None:
+    """Clear gin, then parse base files, user files, shortcut bindings and ``--gin`` bindings.
+
+    Any problem (missing file, unknown configurable or parameter, bad syntax) is a
+    ConfigError that names the file or the flag.
+    """
+    import gin
+
+    register_configurables()
+    gin.clear_config()
+    paths = [str(CONFIGS_DIR), *map(str, user_dirs), *split_search_paths(search_paths)]
+    for p in paths:
+        gin.add_config_file_search_path(p)
+    with _quiet_path_lookups():
+        _parse_files_and_bindings(list(base_files) + list(gin_files), shortcuts, bindings, paths)
+
+
+class _DropPathNotFound:
+    """gin logs an ERROR for every search-path entry a file is not in; we report misses ourselves."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("Path not found")
+
+
+class _quiet_path_lookups:
+    def __enter__(self):
+        import logging
+
+        self._filter = _DropPathNotFound()
+        logging.getLogger().addFilter(self._filter)
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger().removeFilter(self._filter)
+
+
+def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
+    import gin
+
+    paths = ["."] + list(paths)
+    for path in files:
+        try:
+            gin.parse_config_file(path)
+        except (IOError, OSError) as exc:
+            if "Unable to open file" in str(exc) or isinstance(exc, FileNotFoundError):
+                raise ConfigError(
+                    f"gin file {path!r} not found (searched: {', '.join(paths)}); check --gin-file, "
+                    f"or add its folder with --gin-search-path"
+                ) from None
+            raise ConfigError(f"gin file {path!r}: {_first_line(exc)}") from None
+        except Exception as exc:
+            where = _location(exc)
+            raise ConfigError(f"gin file {path!r}: {_first_line(exc)}" + (f" ({where})" if where else "")) from None
+    for binding, flag in [(b, "shortcut") for b in shortcuts] + [(b, "--gin") for b in bindings]:
+        try:
+            gin.parse_config(binding)
+        except Exception as exc:
+            origin = f"--gin {binding!r}" if flag == "--gin" else f"option {binding!r}"
+            hint = ""
+            if "No configurable" in str(exc):
+                hint = f"; t5cli's configurables: {', '.join(sorted(_REGISTERED))}"
+            raise ConfigError(f"{origin}: {_first_line(exc)}{hint}") from None
+
+
+def call(name: str, **kwargs) -> Any:
+    """Call the configurable ``name`` with gin's bindings (plus ``kwargs``).
+
+    gin appends "In call to configurable …" to exceptions raised inside; a T5CliError
+    comes out clean again, so the CLI prints one line.
+    """
+    from t5cli.errors import T5CliError
+
+    try:
+        return configurable(name)(**kwargs)
+    except T5CliError as exc:
+        cls = type(exc)
+        if cls.__name__ == cls.__mro__[1].__name__ and "__getattr__" in cls.__dict__:  # gin's proxy
+            cls = cls.__mro__[1]
+            message = str(exc).split("\n  In call to configurable")[0]
+            clean = cls.__new__(cls)
+            Exception.__init__(clean, message)
+            raise clean.with_traceback(exc.__traceback__) from None
+        raise
+
+
+def macro_value(name: str, default: Any = None) -> Any:
+    """The value of a gin macro, ``default`` if unset, or the REQUIRED marker."""
+    import gin
+
+    try:
+        return gin.query_parameter(f"{name}/macro.value")
+    except ValueError:
+        return default
+
+
+def is_required_marker(value: Any) -> bool:
+    return "REQUIRED" in repr(value) and type(value).__name__ == "ConfigurableReference"
+
+
+def check_required(names: Iterable[str]) -> None:
+    """ConfigError naming the flag for the first macro that is unset or ``%gin.REQUIRED``."""
+    missing = object()
+    for name in names:
+        value = macro_value(name, missing)
+        if value is missing or is_required_marker(value):
+            flag = REQUIRED_MACROS.get(name, f"--gin {name}=VALUE")
+            raise ConfigError(f"{name} is not set: pass {flag} (or --gin {name}=...)")
+
+
+def finalize() -> None:
+    """Lock the config (gin's finalize hooks run here)."""
+    import gin
+
+    try:
+        gin.finalize()
+    except Exception as exc:
+        raise ConfigError(f"gin config: {_first_line(exc)}") from None
+
+
+def operative_config() -> str:
+    """gin's operative config (parameters actually used so far), or '' without gin."""
+    import gin
+
+    try:
+        return gin.operative_config_str()
+    except Exception:  # pragma: no cover - gin state broken
+        return ""
+
+
+def bindings_from_arguments(function: str, arguments: Mapping[str, Any]) -> str:
+    """gin-style lines for a library call made from Python without gin."""
+    lines = [f"# {function}() called from Python; arguments as gin bindings"]
+    for key in sorted(arguments):
+        value = arguments[key]
+        text = repr(value) if _literal(value) else repr(f"<{type(value).__name__}>")
+        lines.append(f"{function}.{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+def _literal(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_literal(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _literal(v) for k, v in value.items())
+    return False
+
+
+def write_config_gin(model_dir, text: str) -> Path:
+    """Write ``MODEL_DIR/config.gin`` atomically."""
+    path = Path(model_dir) / "config.gin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".gin.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def setup_gin(*, base_files: Sequence[str] = (), gin_files: Sequence[str] = (),
+              bindings: Sequence[str] = (), search_paths: Sequence[str] = (),
+              shortcuts: Sequence[str] = (), runtime=None, required: Iterable[str] = ()) -> None:
+    """Everything a command does before calling its configurable: parse, check, lock.
+
+    ``runtime``'s user dirs join the search path; ``required`` macros must be set (the
+    error names their flag).
+    """
+    user_dirs = runtime.gin_search_paths() if runtime is not None else ()
+    parse_gin(gin_files=gin_files, bindings=bindings, search_paths=search_paths,
+              base_files=base_files, shortcuts=shortcuts, user_dirs=user_dirs)
+    check_required(required)
+    finalize()

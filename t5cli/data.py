@@ -1,0 +1,155 @@
+"""seqio task or mixture → encoder-decoder feature converter → numpy batches.
+
+Training batches are packed (``seqio.EncDecFeatureConverter(pack=True)``), shuffled with a
+fixed seed and repeated forever, so the stream of batches is a pure function of
+(task, lengths, batch size, seed, host): a resumed run skips the batches it has already
+consumed and sees exactly what an uninterrupted run would have seen. Each host reads its
+own shard (``seqio.ShardInfo(jax.process_index(), jax.process_count())``) and yields
+``batch_size // process_count`` examples per batch.
+
+Evaluation batches are not packed (``pack`` may be switched on for the training-eval
+loss), not shuffled, read once; the last batch is padded to full size and comes with a
+``mask`` of real rows.
+
+Batch keys (from the converter): ``encoder_input_tokens``, ``decoder_input_tokens``,
+``decoder_target_tokens``, ``decoder_loss_weights`` and, when packed,
+``encoder_segment_ids``, ``decoder_segment_ids``, ``encoder_positions``,
+``decoder_positions``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, Mapping, Optional, Tuple
+
+import numpy as np
+
+from t5cli.errors import ConfigError, DataError
+
+Batch = Dict[str, np.ndarray]
+
+
+def parse_feature_lengths(text: str) -> Dict[str, int]:
+    """``"inputs=256,targets=128"`` → ``{"inputs": 256, "targets": 128}`` (ConfigError if bad)."""
+    out: Dict[str, int] = {}
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip() or not value.strip().isdigit() or int(value) <= 0:
+            raise ConfigError(
+                f"--feature-lengths {text!r}: expected NAME=LENGTH pairs separated by commas, "
+                f"e.g. inputs=256,targets=256 (bad part: {part!r})"
+            )
+        out[name.strip()] = int(value)
+    if not out:
+        raise ConfigError("--feature-lengths is empty; pass e.g. inputs=256,targets=256")
+    return out
+
+
+def check_feature_lengths(task, feature_lengths: Optional[Mapping[str, int]]) -> Dict[str, int]:
+    """Lengths for exactly the task's output features; a missing or unknown one is a ConfigError."""
+    features = sorted(task.output_features)
+    if feature_lengths is None:
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS is not set for task {task.name!r}; pass --feature-lengths "
+            + ",".join(f"{f}=N" for f in features)
+        )
+    if not isinstance(feature_lengths, Mapping):
+        raise ConfigError(f"TASK_FEATURE_LENGTHS must be a dict like {{'inputs': 256, 'targets': 256}}, "
+                          f"got {feature_lengths!r}")
+    missing = [f for f in features if f not in feature_lengths]
+    if missing:
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS has no length for feature {missing[0]!r} of task {task.name!r} "
+            f"(its features: {', '.join(features)}); add {missing[0]}=N to --feature-lengths"
+        )
+    unknown = [f for f in feature_lengths if f not in task.output_features]
+    if unknown:
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS names feature {unknown[0]!r}, which task {task.name!r} does not "
+            f"have (its features: {', '.join(features)})"
+        )
+    for name in features:
+        value = feature_lengths[name]
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"TASK_FEATURE_LENGTHS[{name!r}] = {value!r} must be a positive integer")
+    return {f: int(feature_lengths[f]) for f in features}
+
+
+def _host_batch_size(batch_size: int) -> Tuple[int, object]:
+    import jax
+    import seqio
+
+    count, index = jax.process_count(), jax.process_index()
+    if batch_size % count:
+        raise ConfigError(f"BATCH_SIZE={batch_size} must be divisible by the {count} hosts")
+    return batch_size // count, seqio.ShardInfo(index=index, num_shards=count)
+
+
+def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: bool, seed: Optional[int],
+             pack: bool, num_epochs: Optional[int], use_cached: bool, drop_remainder: bool):
+    import seqio
+
+    lengths = check_feature_lengths(task, feature_lengths)
+    if split not in task.splits:
+        raise DataError(
+            f"task {task.name!r} has no split {split!r} (it has: {', '.join(task.splits)})"
+        )
+    host_batch, shard_info = _host_batch_size(batch_size)
+    converter = seqio.EncDecFeatureConverter(pack=pack)
+    try:
+        ds = seqio.get_dataset(
+            task.name, task_feature_lengths=lengths, feature_converter=converter,
+            dataset_split=split, use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs,
+            shard_info=shard_info, verbose=False, seed=seed,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        if use_cached and "cache" in str(exc).lower():
+            raise DataError(
+                f"task {task.name!r} has no cached data ({exc}); run seqio's cache_tasks_main, "
+                f"or set USE_CACHED_TASKS = False"
+            ) from None
+        raise
+    return ds.batch(host_batch, drop_remainder=drop_remainder), host_batch
+
+
+def get_train_iterator(task, feature_lengths: Mapping[str, int], batch_size: int, *,
+                       seed: int, start_step: int = 0, shuffle: bool = True, pack: bool = True,
+                       use_cached: bool = False) -> Iterator[Batch]:
+    """Endless packed training batches (numpy dicts), starting at batch ``start_step``.
+
+    The order depends only on the arguments, so ``start_step=N`` continues exactly where a
+    run that consumed N batches stopped (the skipped batches are computed, not stored).
+    """
+    ds, _ = _dataset(task, "train", feature_lengths, batch_size=batch_size, shuffle=shuffle,
+                     seed=seed, pack=pack, num_epochs=None, use_cached=use_cached,
+                     drop_remainder=True)
+    if start_step:
+        ds = ds.skip(start_step)
+    return ds.prefetch(2).as_numpy_iterator()
+
+
+def get_eval_batches(task, split: str, feature_lengths: Mapping[str, int], batch_size: int, *,
+                     pack: bool = False, max_batches: Optional[int] = None,
+                     use_cached: bool = False) -> Iterator[Tuple[Batch, np.ndarray]]:
+    """``(batch, mask)`` pairs over one pass of ``split`` in order; the last batch is padded
+    with zero rows to ``batch_size`` (per host) and ``mask`` [B] bool marks the real rows."""
+    ds, host_batch = _dataset(task, split, feature_lengths, batch_size=batch_size, shuffle=False,
+                              seed=42, pack=pack, num_epochs=1, use_cached=use_cached,
+                              drop_remainder=False)
+    if max_batches is not None:
+        ds = ds.take(max_batches)
+    for batch in ds.as_numpy_iterator():
+        n = len(next(iter(batch.values())))
+        mask = np.zeros(host_batch, dtype=bool)
+        mask[:n] = True
+        if n < host_batch:
+            batch = {k: np.concatenate([v, np.zeros((host_batch - n,) + v.shape[1:], v.dtype)])
+                     for k, v in batch.items()}
+        yield batch, mask
+
+
+def task_vocabulary(task, feature: str = "targets"):
+    """The seqio vocabulary of ``feature`` (for checking a model's vocab size)."""
+    return task.output_features[feature].vocabulary

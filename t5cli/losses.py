@@ -1,0 +1,174 @@
+"""Token cross entropy with z-loss and label smoothing, and the sums training logs.
+
+Semantics follow T5X's ``cross_entropy_with_logits`` / ``compute_weighted_cross_entropy``:
+the smoothed loss has the entropy of the smoothed target distribution subtracted (so a
+perfect prediction scores 0), and the z-loss ``z_loss * log(Z)**2`` is added per token.
+
+Everything here returns *sums* over tokens together with their denominators, so that
+microbatches and devices can be added up before anything is divided. The loss a step
+minimises is ``loss_sum / normalizer`` where the normalizer follows
+``LOSS_NORMALIZING_FACTOR``:
+
+- ``None``: 1 (the loss is the sum over target tokens, T5X's default);
+- a number: that constant (e.g. pretraining batch size × target length);
+- ``"NUM_REAL_TARGET_TOKENS"``: non-padding target tokens of the batch;
+- ``"NUM_TOTAL_TARGET_TOKENS"``: batch size × target length, padding included;
+- ``"AVERAGE_PER_SEQUENCE"``: each target sequence (packed segments count separately)
+  weighs the same; the normalizer is the number of sequences.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from t5cli.errors import ConfigError
+
+SPECIAL_NORMALIZERS = ("NUM_REAL_TARGET_TOKENS", "NUM_TOTAL_TARGET_TOKENS", "AVERAGE_PER_SEQUENCE")
+
+LossNormalizingFactor = Union[None, float, int, str]
+
+
+def check_loss_normalizing_factor(value: LossNormalizingFactor) -> LossNormalizingFactor:
+    """Return ``value`` if it is valid, else raise ConfigError naming the choices."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+        return value
+    if isinstance(value, str):
+        name = value.upper()
+        if name.startswith("SPECIALLOSSNORMALIZINGFACTOR."):  # T5X's enum spelling
+            name = name.split(".", 1)[1]
+        if name in SPECIAL_NORMALIZERS:
+            return name
+    raise ConfigError(
+        f"LOSS_NORMALIZING_FACTOR={value!r} is not valid; use None, a positive number or one of "
+        + ", ".join(repr(s) for s in SPECIAL_NORMALIZERS)
+    )
+
+
+def cross_entropy_with_logits(logits: jnp.ndarray, soft_targets: jnp.ndarray,
+                              z_loss: float = 0.0):
+    """Per-token cross entropy of ``soft_targets`` under ``logits``, plus the z-loss.
+
+    Returns ``(loss, z_loss_part)``, both shaped like ``logits[..., 0]``; ``loss`` already
+    contains ``z_loss_part``.
+    """
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    log_softmax = logits - log_z[..., None]
+    loss = -jnp.sum(soft_targets * log_softmax, axis=-1)
+    z_part = z_loss * jnp.square(log_z)
+    return loss + z_part, z_part
+
+
+def token_losses(logits: jnp.ndarray, targets: jnp.ndarray, *, label_smoothing: float = 0.0,
+                 z_loss: float = 0.0):
+    """Per-token ``(loss, z_loss_part, correct)`` for integer ``targets`` [B, L].
+
+    With label smoothing the target distribution puts ``1 - label_smoothing`` on the true
+    token and spreads the rest evenly; its entropy is subtracted, as in T5X.
+    """
+    logits = logits.astype(jnp.float32)
+    vocab = logits.shape[-1]
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    # A gather of the true-token logit instead of a one-hot [B, L, V] product.
+    true_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    if label_smoothing:
+        confidence = 1.0 - label_smoothing
+        low = label_smoothing / (vocab - 1)
+        mean_logit = jnp.mean(logits, axis=-1)
+        # sum_v q_v * log p_v with q = low everywhere except confidence on the target
+        expected_logp = (confidence - low) * true_logit + low * vocab * mean_logit - log_z
+        entropy = -(confidence * jnp.log(confidence) + (vocab - 1) * low * jnp.log(low + 1e-20))
+        loss = -expected_logp - entropy
+    else:
+        loss = log_z - true_logit
+    z_part = z_loss * jnp.square(log_z)
+    correct = jnp.argmax(logits, axis=-1) == targets
+    return loss + z_part, z_part, correct
+
+
+def _per_sequence_weights(weights: jnp.ndarray, segment_ids: Optional[jnp.ndarray]) -> jnp.ndarray:
+    """Scale ``weights`` so that each sequence (packed segment) sums to 1."""
+    if segment_ids is None:
+        counts = jnp.sum(weights, axis=-1, keepdims=True)
+    else:
+        # tokens of the same segment in the same row: [B, L, L] mask is fine for T5 lengths
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]
+        counts = jnp.einsum("bij,bj->bi", same.astype(weights.dtype), weights)
+    return jnp.where(counts > 0, weights / jnp.where(counts > 0, counts, 1.0), 0.0)
+
+
+def loss_sums(logits: jnp.ndarray, batch: Mapping[str, jnp.ndarray], *,
+              label_smoothing: float = 0.0, z_loss: float = 0.0,
+              loss_normalizing_factor: LossNormalizingFactor = None) -> Dict[str, jnp.ndarray]:
+    """Sums over one (micro)batch: ``loss`` (to be divided by ``normalizer``) and metrics.
+
+    Keys: ``loss``, ``normalizer``, ``z_loss``, ``cross_ent_loss``, ``weight_sum`` (real
+    target tokens), ``correct``, ``total_tokens``, ``unweighted_loss`` (cross entropy + z
+    over real tokens, whatever the normalizing mode).
+    """
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+        weights = (targets > 0)
+    weights = weights.astype(jnp.float32)
+    loss, z_part, correct = token_losses(logits, targets, label_smoothing=label_smoothing,
+                                         z_loss=z_loss)
+    mode = loss_normalizing_factor
+    loss_weights = weights
+    if mode == "AVERAGE_PER_SEQUENCE":
+        loss_weights = _per_sequence_weights(weights, batch.get("decoder_segment_ids"))
+        normalizer = jnp.sum(loss_weights)
+    elif mode == "NUM_REAL_TARGET_TOKENS":
+        normalizer = jnp.sum(weights)
+    elif mode == "NUM_TOTAL_TARGET_TOKENS":
+        normalizer = jnp.asarray(targets.size, jnp.float32)
+    else:  # constant modes: see batch_normalizer
+        normalizer = jnp.asarray(1.0 if mode is None else float(mode), jnp.float32)
+    weighted_z = jnp.sum(z_part * weights)
+    return {
+        "loss": jnp.sum(loss * loss_weights),
+        "normalizer": normalizer,
+        "z_loss": weighted_z,
+        "cross_ent_loss": jnp.sum((loss - z_part) * weights),
+        "unweighted_loss": jnp.sum(loss * weights),
+        "weight_sum": jnp.sum(weights),
+        "correct": jnp.sum(correct * weights),
+        "total_tokens": jnp.asarray(targets.size, jnp.float32),
+    }
+
+
+def batch_normalizer(mode: LossNormalizingFactor, sums: Mapping[str, jnp.ndarray]):
+    """The divisor of a whole batch's ``loss`` sum, from sums added over its microbatches.
+
+    Constant modes do not depend on the batch, so they are not taken from the (added) sums.
+    """
+    if mode is None:
+        return jnp.asarray(1.0, jnp.float32)
+    if isinstance(mode, (int, float)):
+        return jnp.asarray(float(mode), jnp.float32)
+    return sums["normalizer"]
+
+
+def summarize(sums: Mapping[str, float], num_steps: int = 1) -> Dict[str, float]:
+    """Scalars written to TensorBoard from metric sums accumulated over ``num_steps`` steps.
+
+    ``loss`` is the per-step loss the optimiser saw (averaged over the steps), the others
+    are per-token means.
+    """
+    steps = max(num_steps, 1)
+    tokens = max(float(sums["weight_sum"]), 1.0)
+    all_tokens = max(float(sums["total_tokens"]), 1.0)
+    out = {
+        "loss": float(sums["loss_normalized"]) / steps,
+        "z_loss": float(sums["z_loss"]) / steps,
+        "cross_ent_loss": float(sums["cross_ent_loss"]) / steps,
+        "loss_per_nonpadding_target_token": float(sums["unweighted_loss"]) / tokens,
+        "loss_per_all_target_tokens": float(sums["unweighted_loss"]) / all_tokens,
+        "cross_ent_loss_per_nonpadding_target_token": float(sums["cross_ent_loss"]) / tokens,
+        "z_loss_per_nonpadding_target_token": float(sums["z_loss"]) / tokens,
+        "accuracy": float(sums["correct"]) / tokens,
+        "nonpadding_fraction": float(sums["weight_sum"]) / all_tokens,
+    }
+    return out

