@@ -4,6 +4,7 @@ eval from its MODEL_DIR needs the user dir again (and says so)."""
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -13,21 +14,10 @@ TINY = dict(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_encoder_layers
             num_decoder_layers=1)
 LENGTHS = {"inputs": 32, "targets": 32}
 
-
-
-def _dataset_fn_takes_seed() -> bool:
-    """seqio passes ``seed`` to a FunctionDataSource's function whenever training gives one."""
-    source = (EXAMPLE_USER_DIR / "tasks.py").read_text()
-    head = source.split("def toy_ende_dataset(", 1)[-1].split(")", 1)[0]
-    return "seed" in head
-
-
+# CI always has ../shared beside the checkout, so there a missing corpus is a failure.
 pytestmark = [
-    pytest.mark.skipif(not (SHARED_DATA / "toy-ende" / "src-train.txt").is_file(),
-                       reason="toy-ende data not present"),
-    pytest.mark.skipif(not _dataset_fn_takes_seed(),
-                       reason="examples/user_dir/tasks.py: toy_ende_dataset(split, shuffle_files) "
-                              "needs a `seed=None` parameter; seqio passes seed= when training"),
+    pytest.mark.skipif(not (SHARED_DATA / "toy-ende" / "src-train.txt").is_file()
+                       and not os.environ.get("CI"), reason="toy-ende data not present"),
 ]
 
 

@@ -23,9 +23,12 @@ DATA_DIR = pathlib.Path(
 FILES = {"train": "train", "validation": "val", "test": "test"}
 
 
-def toy_ende_dataset(split, shuffle_files=False):
-    """Line-aligned src/tgt files as a tf.data.Dataset of {"en", "de"}."""
-    del shuffle_files
+def toy_ende_dataset(split, shuffle_files=False, seed=None):
+    """Line-aligned src/tgt files as a tf.data.Dataset of {"en", "de"}.
+
+    seqio passes ``shuffle_files`` and ``seed``; one file per split leaves nothing to shuffle.
+    """
+    del shuffle_files, seed
     stem = FILES[split]
     src, tgt = DATA_DIR / f"src-{stem}.txt", DATA_DIR / f"tgt-{stem}.txt"
     if not src.is_file():
