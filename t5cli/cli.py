@@ -187,13 +187,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sys.exit(2)
     warnings.filterwarnings("default", category=UserWarning, module="t5cli")
     app = App(opts)
+    core_commands = dict(cli.commands)
     try:
-        wants_help_only = not rest or rest[0] in ("-h", "--help", "--version") or "--help" in rest
-        if not wants_help_only and not opts.verbose and _needs_tensorflow(rest):
+        core_only = _core_only(rest)
+        if not core_only and not opts.verbose and (_needs_tensorflow(rest) or _user_dir_code(opts)):
+            # User-dir files often import TensorFlow or seqio: its C++ start-up chatter
+            # must not bury the one line an error prints.
             from t5cli.quiet import import_tensorflow_quietly
 
             import_tensorflow_quietly()
-        if not wants_help_only:
+        if not core_only:
             # Plugins may add commands, so the runtime is built before dispatch.
             _add_plugin_commands(app)
         rc = cli.main(args=rest, prog_name="t5", obj=app, standalone_mode=False)
@@ -210,15 +213,36 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    finally:
+        cli.commands = core_commands  # main() may run again in this process (tests)
 
 
 #: commands that read data or event files, and so import TensorFlow sooner or later
 _TENSORFLOW_COMMANDS = {"train", "finetune", "eval", "infer", "export", "parse-metrics",
                         "parse-tb", "convert"}
+_CORE_NAMES = {name for _, _, names in COMMANDS for name in names}
+
+
+def _command_word(rest: Sequence[str]) -> Optional[str]:
+    return next((a for a in rest if not a.startswith("-")), None)
+
+
+def _core_only(rest: Sequence[str]) -> bool:
+    """True when no plugin can matter: top-level help or version, or a core command's help."""
+    if not rest or rest[0] in ("-h", "--help", "--version"):
+        return True
+    command = _command_word(rest)
+    return command is None or (command in _CORE_NAMES and any(a in ("-h", "--help") for a in rest))
+
+
+def _user_dir_code(opts: GlobalOptions) -> bool:
+    from t5cli.plugins import user_dirs_have_code
+
+    return user_dirs_have_code(opts.user_dirs)
 
 
 def _needs_tensorflow(rest: Sequence[str]) -> bool:
-    command = next((a for a in rest if not a.startswith("-")), "")
+    command = _command_word(rest)
     return command in _TENSORFLOW_COMMANDS or (command == "tasks" and "show" in rest)
 
 

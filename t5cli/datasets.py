@@ -10,6 +10,7 @@ import os
 from typing import Iterator, Optional
 
 from t5cli.errors import DataError
+from t5cli.quiet import absl_warnings_silenced
 
 
 def set_tfds_data_dir(tfds_data_dir: Optional[str]) -> Optional[str]:
@@ -56,7 +57,8 @@ def ensure_task_data(task, tfds_data_dir: Optional[str] = None) -> None:
         name = source.tfds_dataset.name
         root = data_dir or os.path.expanduser("~/tensorflow_datasets")
         try:
-            prepared = tfds.builder(name, data_dir=root).is_prepared()
+            with absl_warnings_silenced():
+                prepared = tfds.builder(name, data_dir=root).is_prepared()
         except Exception:  # unknown dataset or unreadable dir: same fix
             prepared = False
         if not prepared:

@@ -90,10 +90,10 @@ class Runtime:
 
 
 def default_user_dir() -> Path:
-    """The folder loaded as a user dir when it exists: ``<user config dir>/user_dir``."""
+    """The folder loaded as a user dir when it exists: t5cli's user config dir itself."""
     import platformdirs
 
-    return Path(platformdirs.user_config_dir("t5cli")) / "user_dir"
+    return Path(platformdirs.user_config_dir("t5cli"))
 
 
 def resolve_user_dirs(user_dirs: Iterable = (), *, include_env: bool = True,
@@ -123,6 +123,11 @@ def resolve_user_dirs(user_dirs: Iterable = (), *, include_env: bool = True,
         if r not in out:
             out.append(r)
     return out
+
+
+def user_dirs_have_code(user_dirs: Iterable = ()) -> bool:
+    """Whether any user dir that will load holds a ``.py`` file."""
+    return any(next(d.glob("*.py"), None) for d in resolve_user_dirs(user_dirs))
 
 
 def _new_manager() -> pluggy.PluginManager:

@@ -28,6 +28,19 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def absl_warnings_silenced():
+    """Only absl errors are logged inside the block (TFDS warns about half-built data dirs)."""
+    from absl import logging as absl_logging
+
+    saved = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(saved)
+
+
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow once, silently, if it is installed and not yet imported."""
     if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:

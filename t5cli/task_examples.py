@@ -13,9 +13,10 @@ def preview_examples(registry, name: str, *, split: str = "validation", n: int =
     from t5cli.datasets import ensure_task_data
 
     task = registry.task(name)
+    # A TFDS task reads its splits from the prepared dataset: check the data first.
+    ensure_task_data(task, tfds_data_dir)
     if split not in task.splits:
         raise T5CliError(f"task {name!r} has no split {split!r}; its splits are {', '.join(task.splits)}")
-    ensure_task_data(task, tfds_data_dir)
     dataset = task.get_dataset(sequence_length=None, split=split, shuffle=False)
     examples = []
     for ex in dataset.take(n).as_numpy_iterator():

@@ -5,7 +5,9 @@ derived from the directory's resolved path, so it is the same on every host and 
 The directory is never put on ``sys.path``; instead a finder at the *end* of
 ``sys.meta_path`` answers bare imports (``import tasks`` in a gin file or a sibling
 module) that nothing installed answers, so a user file called ``seqio.py`` cannot
-shadow the library.
+shadow the library. Submodules load through a loader that records which seqio tasks each
+file's own code registered, so a task is credited to the file that added it, not to the
+sibling that imported that file.
 """
 
 from __future__ import annotations
@@ -57,10 +59,14 @@ class _BareNameLoader(importlib.abc.Loader):
         self.real_name = real_name
 
     def create_module(self, spec):
-        return importlib.import_module(self.real_name)
+        module = importlib.import_module(self.real_name)
+        self.real_spec = module.__spec__
+        return module
 
     def exec_module(self, module):
-        pass  # already executed under its real name
+        # Already executed under its real name; the import system just overwrote its
+        # __spec__ with the bare name's, so put the real one back.
+        module.__spec__ = self.real_spec
 
 
 class _UserDirFinder(importlib.abc.MetaPathFinder):
@@ -92,6 +98,32 @@ def _seqio_names() -> Set[str]:
     if seqio is None:
         return set()
     return set(seqio.TaskRegistry.names()) | set(seqio.MixtureRegistry.names())
+
+
+#: user-dir module name -> seqio names its own top-level code added
+_ADDED_BY_MODULE: Dict[str, List[str]] = {}
+#: one set per user-dir module being executed: names added by modules it imported
+_NESTED: List[Set[str]] = []
+
+
+class _UserFileLoader(importlib.machinery.SourceFileLoader):
+    """Records what each user-dir module adds to seqio, apart from the siblings it imports.
+
+    A diff around each top-level file would credit ``z.py``'s tasks to ``a.py`` when
+    ``a.py`` does ``from . import z``; diffing around every module execution does not.
+    """
+
+    def exec_module(self, module):
+        before = _seqio_names()
+        _NESTED.append(set())
+        try:
+            super().exec_module(module)
+        finally:
+            nested = _NESTED.pop()
+            mine = _seqio_names() - before - nested
+            _ADDED_BY_MODULE[module.__name__] = sorted(mine)
+            if _NESTED:
+                _NESTED[-1].update(mine | nested)
 
 
 def _describe_import_error(exc: BaseException, file: Path) -> str:
@@ -134,13 +166,17 @@ def load_user_dir(directory, *, describe_owner=None) -> UserDir:
     pkg.__file__ = None
     sys.modules[package] = pkg
     _finder().dirs[path] = package
+    # The package's submodules are found through this cache entry: .py files get our loader.
+    m = importlib.machinery
+    sys.path_importer_cache[str(path)] = m.FileFinder(
+        str(path), (m.ExtensionFileLoader, m.EXTENSION_SUFFIXES),
+        (_UserFileLoader, m.SOURCE_SUFFIXES), (m.SourcelessFileLoader, m.BYTECODE_SUFFIXES))
 
     result = UserDir(path=path, package=package, modules=[])
     for file in sorted(path.glob("*.py")):
         if file.name == "__init__.py":
             continue
         name = f"{package}.{file.stem}"
-        before = _seqio_names()
         try:
             module = sys.modules.get(name) or importlib.import_module(name)
         except T5CliError:
@@ -158,7 +194,7 @@ def load_user_dir(directory, *, describe_owner=None) -> UserDir:
                 f"{_describe_import_error(exc, file)} (while loading user dir {path}; fix the file "
                 f"or drop --user-dir)"
             ) from exc
-        added = sorted(_seqio_names() - before)
+        added = _ADDED_BY_MODULE.get(name, [])
         loaded = LoadedModule(module=module, path=file, seqio_tasks=added)
         result.modules.append(loaded)
     pkg.__t5cli_user_dir__ = result
@@ -173,6 +209,7 @@ def _forget(package: str) -> None:
     for directory, pkg in list(finder.dirs.items()):
         if pkg == package:
             del finder.dirs[directory]
+            sys.path_importer_cache.pop(str(directory), None)
 
 
 def find_user_dir_of(module_name: str) -> Optional[str]:

@@ -35,6 +35,36 @@ def test_light_commands_import_no_heavy_library(args, tmp_path):
     assert "HEAVY=\n" in proc.stderr or proc.stderr.rstrip().endswith("HEAVY="), proc.stderr
 
 
+def _t5_subprocess(*args, tmp_path, **env):
+    """Run `t5 ARGS` in a fresh process, TensorFlow's log level left to t5 itself."""
+    env = python_env(XDG_CONFIG_HOME=str(tmp_path / "config"), **env)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return subprocess.run([PYTHON, "-m", "t5cli", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_user_dir_error_is_one_line_without_tensorflow_chatter(make_user_dir, tmp_path):
+    d = make_user_dir({"boom.py": "import seqio\n\nraise RuntimeError('no config here')\n"})
+    proc = _t5_subprocess("--user-dir", d, "plugins", tmp_path=tmp_path)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert f"{d / 'boom.py'}:3: RuntimeError: no config here" in lines[0]
+
+
+def test_tasks_show_without_tfds_data_names_the_build_command(tmp_path):
+    data_dir = tmp_path / "tfds"  # empty: nothing prepared, nothing downloaded
+    data_dir.mkdir()
+    proc = _t5_subprocess("tasks", "show", "wmt_t2t_ende_v003", "--tfds-data-dir", data_dir,
+                          tmp_path=tmp_path, HOME=str(tmp_path))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert f"tfds build wmt_t2t_translate --data_dir {data_dir}" in lines[0]
+    assert "--tfds-data-dir" in lines[0] and "TFDS_DATA_DIR" in lines[0]
+
+
 def test_console_script_and_python_m_agree(tmp_path):
     out1 = subprocess.run([PYTHON, "-m", "t5cli", "--version"], capture_output=True, text=True,
                           cwd=REPO, env=python_env())
@@ -170,11 +200,12 @@ def test_misspelled_hook_is_caught(t5, make_user_dir):
     assert r.exit_code == 1 and "register_task" in r.err and "spelling" in r.err
 
 
-def _install_fake_distribution(root, module_source: str, name="broken-plugin"):
-    write(root / "broken_t5_plugin.py", module_source)
+def _install_fake_distribution(root, module_source: str, name="broken-plugin", entry="broken"):
+    module = f"{entry}_t5_plugin"
+    write(root / f"{module}.py", module_source)
     info = root / f"{name.replace('-', '_')}-0.3.dist-info"
     write(info / "METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
-    write(info / "entry_points.txt", "[t5cli]\nbroken = broken_t5_plugin\n")
+    write(info / "entry_points.txt", f"[t5cli]\n{entry} = {module}\n")
 
 
 def test_broken_installed_plugin_warns_and_cli_goes_on(t5, tmp_path, monkeypatch):
@@ -198,6 +229,31 @@ def test_load_only_named_plugins(t5, monkeypatch):
     r = t5("plugins")
     names = [p["name"] for p in json.loads(r.out)]
     assert "textops" not in names and "builtin_tasks" in names
+
+
+def _plugin_names(r):
+    assert r.exit_code == 0, r.err
+    return [p["name"] for p in json.loads(r.out)]
+
+
+@pytest.mark.parametrize("flags", [["-p", "no:textops"], ["-pno:textops"], ["-p=no:textops"]])
+def test_block_installed_plugin(t5, flags):
+    names = _plugin_names(t5("plugins", *flags))
+    assert "textops" not in names and {"builtin_tasks", "builtin_models"} <= set(names)
+    r = t5(*flags, "tasks")
+    assert r.exit_code == 0 and "textops_reverse_words" not in r.out and "number_words_en_de" in r.out
+
+
+def test_load_plugins_env_selects_entry_points_and_keeps_builtins(t5, tmp_path, monkeypatch):
+    _install_fake_distribution(tmp_path, "import t5cli\n\n@t5cli.hookimpl\ndef register_metrics(register):\n"
+                                         "    register('other_metric', len)\n",
+                               name="other-plugin", entry="other")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert {"textops", "other"} <= set(_plugin_names(t5("plugins")))
+    monkeypatch.setenv("T5CLI_LOAD_PLUGINS", "textops")
+    names = _plugin_names(t5("plugins"))
+    assert "textops" in names and "other" not in names
+    assert {"builtin_tasks", "builtin_models"} <= set(names)
 
 
 # --- the user-dir contract -------------------------------------------------------------------
@@ -265,19 +321,72 @@ def test_env_var_and_default_user_dir_are_loaded(make_user_dir, monkeypatch, tmp
     assert "default_metric" not in load_runtime().registry.names("metric")
 
 
-def test_gin_file_in_user_dir_imports_tasks(tmp_path):
-    """A .gin file in the user dir resolves via the search path, and `import tasks` works."""
-    import gin
+def test_default_user_dir_is_the_config_dir_and_loads(t5, monkeypatch, tmp_path):
+    from t5cli.plugins import default_user_dir
 
+    config_home = tmp_path / "xdg_config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    folder = config_home / "t5cli"
+    assert default_user_dir() == folder
+    assert f"{folder}  (absent" in t5("paths").out
+    write(folder / "mine.py", "import t5cli\n@t5cli.hookimpl\ndef register_metrics(register):\n"
+                              "    register('default_metric', len)\n")
+    r = t5("paths")
+    line = next(line for line in r.out.splitlines() if line.startswith("default_user_dir"))
+    assert line.split()[1] == str(folder) and "absent" not in line
+    mine = [p for p in json.loads(t5("plugins").out) if p["name"] == "t5cli/mine.py"]
+    assert mine and mine[0]["source"] == "user-dir" and mine[0]["path"] == str(folder / "mine.py")
+    assert mine[0]["provides"] == {"metrics": ["default_metric"]}
+
+
+def test_gin_file_in_user_dir_imports_tasks(tmp_path, monkeypatch):
+    """The example's gin file resolves by bare name, and its `import tasks` is the user dir's."""
+    import seqio
+
+    from t5cli import config
+    from t5cli.plugins import load_runtime
+    from t5cli.user_dir import package_name
+
+    monkeypatch.chdir(tmp_path)  # not the user dir: only the search path can find the file
+    rt = load_runtime([EXAMPLE_USER_DIR])
+    config.parse_gin(gin_files=["toy_ende.gin"], user_dirs=rt.gin_search_paths())
+    assert config.macro_value("MIXTURE_OR_TASK_NAME") == "toy_ende"
+    assert config.macro_value("TASK_FEATURE_LENGTHS") == {"inputs": 64, "targets": 64}
+    assert config.macro_value("MODEL_NAME") == "byt5_tiny"
+    real_name = f"{package_name(EXAMPLE_USER_DIR)}.tasks"
+    assert sys.modules["tasks"] is sys.modules[real_name]
+    assert sys.modules[real_name].__spec__.name == real_name
+    assert "toy_ende" in rt.registry.names("task") and "toy_ende" in seqio.TaskRegistry.names()
+    assert rt.registry.task("toy_ende").name == "toy_ende"
+
+
+@pytest.mark.parametrize("style", ["relative", "bare"])
+def test_module_level_task_is_credited_to_the_registering_sibling(make_user_dir, style, t5):
+    import seqio
+
+    # Bare module names are process-wide, so each case has its own sibling name.
+    sibling, task = f"registers_{style}", f"sibling_task_{style}"
+    d = make_user_dir({
+        "a.py": f"from . import {sibling}\n" if style == "relative" else f"import {sibling}\n",
+        f"{sibling}.py": textwrap.dedent(f"""
+            import seqio
+            seqio.TaskRegistry.add("{task}", source=seqio.FunctionDataSource(
+                lambda split, shuffle_files: None, splits=["train"]), output_features={{}})
+        """),
+    })
     from t5cli.plugins import load_runtime
 
-    rt = load_runtime([EXAMPLE_USER_DIR])
-    gin_file = write(tmp_path / "uses_tasks.gin", "import tasks\nimport common\n")
-    for path in rt.gin_search_paths():
-        gin.add_config_file_search_path(path)
-    gin.parse_config_file(str(gin_file))
-    assert "toy_ende" in rt.registry.names("task")
-    assert rt.registry.task("toy_ende").name == "toy_ende"
+    try:
+        rt = load_runtime([d])
+        assert rt.registry.origin("task", task).path == str(d / f"{sibling}.py")
+        provides = {p.name: p.provides for p in rt.plugins if p.source == "user-dir"}
+        assert provides[f"{d.name}/a.py"] == {}
+        assert provides[f"{d.name}/{sibling}.py"] == {"tasks": [task]}
+        row = next(line for line in t5("tasks", "--user-dir", d).out.splitlines()
+                   if line.startswith(task + " "))
+        assert row.endswith(str(d / f"{sibling}.py"))
+    finally:
+        seqio.TaskRegistry.remove(task)
 
 
 def test_partitioning_rules_and_metrics_from_plugins(make_user_dir):
@@ -309,5 +418,11 @@ def test_plugin_commands_are_added(make_user_dir, t5):
                 "Say hello."
                 click.echo(f"hello {name}")
     """)})
+    for flag in ("--help", "-h"):
+        r = t5("--user-dir", d, "hello", flag)
+        assert r.exit_code == 0, r.err
+        assert "Usage: t5 hello [OPTIONS] NAME" in r.out and "Say hello." in r.out
     r = t5("--user-dir", d, "hello", "world")
     assert r.exit_code == 0 and r.out.strip() == "hello world"
+    r = t5("hello", "world")  # plugin commands do not outlive the call that loaded them
+    assert r.exit_code == 2 and "No such command 'hello'" in r.err
