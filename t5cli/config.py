@@ -3,9 +3,9 @@
 T5X's macro names are kept: ``MIXTURE_OR_TASK_NAME``, ``TASK_FEATURE_LENGTHS``,
 ``TRAIN_STEPS``, ``BATCH_SIZE``, ``DROPOUT_RATE``, ``INITIAL_CHECKPOINT_PATH``,
 ``MODEL_DIR``, ``LOSS_NORMALIZING_FACTOR``, ``USE_CACHED_TASKS``, ``RANDOM_SEED`` and
-``MODEL_NAME`` (set by each ``configs/models/<name>.gin``). The run files in
-``configs/runs/`` bind them to the library's parameters (``train.total_steps =
-%TRAIN_STEPS`` …).
+``MODEL_NAME`` (set by each ``configs/models/<name>.gin``); ours is ``ACTIVATION_DTYPE``.
+The run files in ``configs/runs/`` bind them to the library's parameters
+(``train.total_steps = %TRAIN_STEPS`` …).
 
 Every configurable is registered here, once, by :func:`register_configurables`
 (``train``, ``adafactor``, ``adamw``, the schedules, and the eval/infer/export functions
@@ -99,7 +99,8 @@ def shortcut_bindings(*, task: Optional[str] = None, model: Optional[str] = None
                       model_dir: Optional[str] = None, steps: Optional[int] = None,
                       batch_size: Optional[int] = None, init_checkpoint: Optional[str] = None,
                       feature_lengths: Optional[str] = None, seed: Optional[int] = None,
-                      dropout_rate: Optional[float] = None) -> List[str]:
+                      dropout_rate: Optional[float] = None,
+                      activation_dtype: Optional[str] = None) -> List[str]:
     """gin bindings for the command-line shortcuts that were given."""
     from t5cli.data import parse_feature_lengths
 
@@ -122,6 +123,8 @@ def shortcut_bindings(*, task: Optional[str] = None, model: Optional[str] = None
         out.append(f"RANDOM_SEED = {int(seed)}")
     if dropout_rate is not None:
         out.append(f"DROPOUT_RATE = {float(dropout_rate)}")
+    if activation_dtype is not None:
+        out.append(f"ACTIVATION_DTYPE = {_quote(activation_dtype)}")
     return out
 
 
@@ -132,7 +135,8 @@ def model_gin_file(model: Optional[str]) -> Optional[str]:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
     text = str(exc).strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " ".join(lines[:1]) if lines else type(exc).__name__
@@ -189,6 +193,17 @@ class _quiet_path_lookups:
         logging.getLogger().removeFilter(self._filter)
 
 
+def _missing_include(exc: BaseException):
+    """(file gin could not open, the gin file whose ``include`` named it, or None for a
+    top-level file), read from gin's message and the location it appends per include."""
+    import re
+
+    text = str(exc)
+    missing = re.search(r"Unable to open file: (.*?)\. Searched config paths", text)
+    includer = re.search(r'^\s*In file "(.*)", line \d+', text, re.MULTILINE)
+    return (missing.group(1) if missing else None), (includer.group(1) if includer else None)
+
+
 def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
     import gin
 
@@ -198,14 +213,21 @@ def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
             gin.parse_config_file(path)
         except (IOError, OSError) as exc:
             if "Unable to open file" in str(exc) or isinstance(exc, FileNotFoundError):
+                missing, includer = _missing_include(exc)
+                if missing and includer:
+                    raise ConfigError(
+                        f"gin file {includer!r} includes {missing!r}, which was not found "
+                        f"(searched: {', '.join(paths)}); fix the include, or add its folder with "
+                        f"--gin-search-path"
+                    ) from None
                 raise ConfigError(
                     f"gin file {path!r} not found (searched: {', '.join(paths)}); check --gin-file, "
                     f"or add its folder with --gin-search-path"
                 ) from None
-            raise ConfigError(f"gin file {path!r}: {_first_line(exc)}") from None
+            raise ConfigError(f"gin file {path!r}: {first_line(exc)}") from None
         except Exception as exc:
             where = _location(exc)
-            raise ConfigError(f"gin file {path!r}: {_first_line(exc)}" + (f" ({where})" if where else "")) from None
+            raise ConfigError(f"gin file {path!r}: {first_line(exc)}" + (f" ({where})" if where else "")) from None
     for binding, flag in [(b, "shortcut") for b in shortcuts] + [(b, "--gin") for b in bindings]:
         try:
             gin.parse_config(binding)
@@ -214,7 +236,7 @@ def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
             hint = ""
             if "No configurable" in str(exc):
                 hint = f"; t5cli's configurables: {', '.join(sorted(_REGISTERED))}"
-            raise ConfigError(f"{origin}: {_first_line(exc)}{hint}") from None
+            raise ConfigError(f"{origin}: {first_line(exc)}{hint}") from None
 
 
 def call(name: str, **kwargs) -> Any:
@@ -269,7 +291,7 @@ def finalize() -> None:
     try:
         gin.finalize()
     except Exception as exc:
-        raise ConfigError(f"gin config: {_first_line(exc)}") from None
+        raise ConfigError(f"gin config: {first_line(exc)}") from None
 
 
 def operative_config() -> str:

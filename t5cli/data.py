@@ -19,11 +19,12 @@ Batch keys (from the converter): ``encoder_input_tokens``, ``decoder_input_token
 
 from __future__ import annotations
 
+import itertools
 from typing import Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
-from t5cli.errors import ConfigError, DataError
+from t5cli.errors import ConfigError, DataError, T5CliError
 
 Batch = Dict[str, np.ndarray]
 
@@ -104,14 +105,29 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
             dataset_split=split, use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs,
             shard_info=shard_info, verbose=False, seed=seed,
         )
-    except (FileNotFoundError, ValueError) as exc:
-        if use_cached and "cache" in str(exc).lower():
+    except T5CliError:
+        raise
+    except Exception as exc:
+        if use_cached and isinstance(exc, (FileNotFoundError, ValueError)) and "cache" in str(exc).lower():
             raise DataError(
                 f"task {task.name!r} has no cached data ({exc}); run seqio's cache_tasks_main, "
                 f"or set USE_CACHED_TASKS = False"
             ) from None
-        raise
+        raise data_error(task.name, split, exc) from exc
     return ds.batch(host_batch, drop_remainder=drop_remainder), host_batch
+
+
+def data_error(task_name: str, split: str, exc: BaseException) -> DataError:
+    """The DataError for a task whose ``split`` could not be read: the task and the error, one line."""
+    import re
+
+    from t5cli.config import first_line
+
+    # tf.data errors name the graph node and the iterator chain before the cause
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first_line(exc))
+    text = re.sub(r" with iterator: [\w:]*\w", "", text)
+    return DataError(f"task {task_name!r}: reading its {split!r} split failed: "
+                     f"{type(exc).__name__}: {text}")
 
 
 def get_train_iterator(task, feature_lengths: Mapping[str, int], batch_size: int, *,
@@ -121,13 +137,21 @@ def get_train_iterator(task, feature_lengths: Mapping[str, int], batch_size: int
 
     The order depends only on the arguments, so ``start_step=N`` continues exactly where a
     run that consumed N batches stopped (the skipped batches are computed, not stored).
+    The first batch is read at once: a task whose data cannot be read raises DataError here.
     """
     ds, _ = _dataset(task, "train", feature_lengths, batch_size=batch_size, shuffle=shuffle,
                      seed=seed, pack=pack, num_epochs=None, use_cached=use_cached,
                      drop_remainder=True)
     if start_step:
         ds = ds.skip(start_step)
-    return ds.prefetch(2).as_numpy_iterator()
+    batches = ds.prefetch(2).as_numpy_iterator()
+    try:  # a pipeline that fails on its first example fails here, before any training
+        first = next(batches)
+    except StopIteration:
+        raise DataError(f"task {task.name!r} has no examples in its 'train' split") from None
+    except Exception as exc:
+        raise data_error(task.name, "train", exc) from exc
+    return itertools.chain([first], batches)
 
 
 def get_eval_batches(task, split: str, feature_lengths: Mapping[str, int], batch_size: int, *,

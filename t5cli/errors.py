@@ -17,7 +17,7 @@ class UnknownNameError(T5CliError, KeyError):
 
     def __init__(self, kind: str, name: str, known: Iterable[str], hint: str = ""):
         self.kind, self.name = kind, name
-        known = sorted(known)
+        known = sorted(k for k in known if k != name)  # a stale global entry is no suggestion
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         msg = f"unknown {kind} {name!r}"
         if close:

@@ -12,7 +12,8 @@ Results go to ``OUTPUT_DIR`` (default ``MODEL_DIR/inference_eval``), as in T5X:
   (postprocessed), ``target`` (postprocessed) and, when the task scores, ``score``.
 
 :func:`make_inference_evaluator` builds the same evaluation once (data cached) for use
-during training: ``train(on_eval=make_inference_evaluator(...))``.
+during training: ``train(on_eval=make_inference_evaluator(...))``; given no ``on_eval``,
+``train`` builds one itself with :func:`maybe_inference_evaluator`.
 """
 
 from __future__ import annotations
@@ -100,15 +101,21 @@ class InferenceEvaluator:
             raise ConfigError(f"--metric needs predictions, but task {self.task_name!r} only has "
                               f"score metrics")
         hook = functools.partial(_hook_class(), owner=self, write_predictions=write_predictions)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.evaluator = seqio.Evaluator(
-            self.task_name, feature_converter=seqio.EncDecFeatureConverter(pack=False),
-            eval_split=split, use_cached=use_cached, seed=None,  # eval data is not shuffled
-            sequence_length=dict(feature_lengths) if feature_lengths else None,
-            num_examples=num_examples,
-            logger_cls=[hook, seqio.PyLoggingLogger, seqio.TensorBoardLogger,
-                        functools.partial(seqio.JSONLogger, write_n_results=0)],
-            log_dir=str(self.output_dir), async_compute_metrics=False)
+        try:  # reads and caches the split; nothing is written before the first call
+            self.evaluator = seqio.Evaluator(
+                self.task_name, feature_converter=seqio.EncDecFeatureConverter(pack=False),
+                eval_split=split, use_cached=use_cached, seed=None,  # eval data is not shuffled
+                sequence_length=dict(feature_lengths) if feature_lengths else None,
+                num_examples=num_examples,
+                logger_cls=[hook, seqio.PyLoggingLogger, seqio.TensorBoardLogger,
+                            functools.partial(seqio.JSONLogger, write_n_results=0)],
+                log_dir=str(self.output_dir), async_compute_metrics=False)
+        except T5CliError:
+            raise
+        except Exception as exc:
+            from t5cli.data import data_error
+
+            raise data_error(self.task_name, split, exc) from exc
 
     # -- model functions seqio calls with the cached, enumerated dataset ---------------------
     def _batches(self, dataset):
@@ -162,6 +169,7 @@ class InferenceEvaluator:
 
         start = time.monotonic()
         self.last_extra = {}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         try:
             future, _ = self.evaluator.evaluate(compute_metrics=True, step=int(step),
                                                 predict_fn=self._predict_fn(params),

@@ -66,23 +66,24 @@ def add_hints(runtime, model_dir) -> Optional[Dict[str, Any]]:
         name, origin = record.get(kind), record.get(f"{kind}_origin") or {}
         if not name or (kind, name) in runtime.registry:
             continue
-        hint = _hint_for(origin, record, loaded_dirs)
+        hint = _hint_for(kind, origin, record, loaded_dirs)
         if hint:
             runtime.registry.hints[(kind, name)] = hint
     return record
 
 
-def _hint_for(origin: Dict[str, Any], record: Dict[str, Any], loaded_dirs) -> str:
+def _hint_for(kind: str, origin: Dict[str, Any], record: Dict[str, Any], loaded_dirs) -> str:
     source, path = origin.get("source"), origin.get("path")
     if source == "user-dir" and path:
         directory = str(Path(path).parent)
         if directory not in loaded_dirs:
-            return f"this model came from user dir {directory}: pass --user-dir {directory}"
+            return f"this {kind} came from user dir {directory}: pass --user-dir {directory}"
     if source == "entrypoint":
         plugin = next((p for p in record.get("plugins", []) if p.get("name") == origin.get("plugin")), {})
         dist = plugin.get("distribution") or origin.get("plugin")
-        return f"it came from the plugin package {dist!r}: install it (pip install {dist})"
+        return f"this {kind} came from the plugin package {dist!r}: install it (pip install {dist})"
     missing = [d for d in record.get("user_dirs", []) if d not in loaded_dirs]
     if missing:
-        return "this model was trained with " + " ".join(f"--user-dir {d}" for d in missing)
+        flags = " ".join(f"--user-dir {d}" for d in missing)
+        return f"the run that made this model used {flags}: pass {flags}"
     return ""

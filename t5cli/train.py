@@ -73,7 +73,10 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     ``load_runtime()``. ``threefry_partitionable`` overrides JAX's
     ``jax_threefry_partitionable`` for the train step (None: JAX's setting, True since
     JAX 0.5); False draws dropout masks ~3x faster on one CPU device but gives other masks,
-    so keep it the same when resuming. Returns a :class:`TrainResult`.
+    so keep it the same when resuming. Without ``on_eval``, every ``infer_eval_period``
+    steps (None: ``eval_period``; 0: never) and after the last step the model decodes the
+    task's validation split and writes its seqio metrics to ``inference_eval/<task>/``.
+    Returns a :class:`TrainResult`.
     """
     arguments = _arguments(locals())
     from t5cli import checkpoints, config as gin_config, losses, optim
@@ -105,6 +108,20 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     ensure_task_data(task, tfds_data_dir)
     feature_lengths = check_feature_lengths(task, task_feature_lengths)
     model = _build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task)
+
+    # ---- inference eval (T5X's infer_eval_period; 0 turns it off) ------------------------
+    # Unless the caller brings its own on_eval, the task's metrics on its validation split go
+    # to inference_eval/<task>/. The evaluator writes nothing until its first call, and
+    # train() closes the one it made when the loop ends.
+    own_evaluator = None
+    if on_eval is None and infer_eval_period != 0 and (infer_eval_period or eval_period):
+        latest = checkpoints.latest_step(model_dir)
+        if latest is None or latest < total_steps:
+            from t5cli.evaluate import maybe_inference_evaluator
+
+            own_evaluator = on_eval = maybe_inference_evaluator(
+                task, model, feature_lengths, model_dir, batch_size=batch_size, runtime=runtime,
+                use_cached=use_cached_tasks)
 
     import jax
     import jax.numpy as jnp
@@ -138,6 +155,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
                 f"to train {total_steps} more steps")
 
     # ---- state ---------------------------------------------------------------------------
+    fresh_dir = not Path(model_dir).exists()
     ckpt = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints)
     data_seed = random_seed
     if resume_step is not None:
@@ -158,6 +176,20 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
             init_rng = jax.random.PRNGKey(random_seed)
             params = jax.jit(model.init_params, out_shardings=param_shardings)(init_rng)
         opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
+
+    # ---- data: a task whose pipeline fails stops here, before any record is written ------
+    from t5cli.data import get_train_iterator
+
+    try:
+        batches = get_train_iterator(task, feature_lengths, batch_size, seed=data_seed,
+                                     start_step=step - initial_step, pack=pack,
+                                     use_cached=use_cached_tasks)
+    except BaseException:
+        ckpt.close()
+        if fresh_dir:
+            with contextlib.suppress(OSError):  # only while still empty
+                Path(model_dir).rmdir()  # the checkpointer made it just now
+        raise
 
     # ---- records -------------------------------------------------------------------------
     from t5cli.run_record import write_run_record
@@ -192,11 +224,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     dropout_rng = jax.device_put(jax.random.PRNGKey(random_seed + 1), replicated)
 
     # ---- loop ----------------------------------------------------------------------------
-    from t5cli.data import get_train_iterator
     from t5cli.progress import Progress
 
-    batches = get_train_iterator(task, feature_lengths, batch_size, seed=data_seed,
-                                 start_step=step - initial_step, pack=pack, use_cached=use_cached_tasks)
     writer = SummaryWriter(Path(model_dir) / "train")
     eval_tasks = _eval_tasks(task)
     result = TrainResult(step=step, params=None, model_dir=model_dir)
@@ -251,6 +280,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     finally:
         writer.close()
         ckpt.close()
+        if own_evaluator is not None:
+            own_evaluator.close()
     result.step, result.params = step, state["params"]
     return result
 

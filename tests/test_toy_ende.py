@@ -3,8 +3,10 @@ eval from its MODEL_DIR needs the user dir again (and says so)."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 
 import pytest
 
@@ -57,10 +59,22 @@ def test_training_writes_bleu_to_inference_eval(toy_run):
     assert len(lines) == 32
 
 
-def test_eval_needs_the_user_dir_and_says_so(toy_run, t5):
+def test_eval_needs_the_user_dir_and_says_so(toy_run, t5, tmp_path):
+    user_dir = EXAMPLE_USER_DIR.resolve()
     r = t5("eval", "--checkpoint", toy_run)
     assert r.exit_code == 1
-    assert f"pass --user-dir {EXAMPLE_USER_DIR.resolve()}" in r.err, r.err
+    assert "unknown task 'toy_ende'" in r.err and (
+        f"; this task came from user dir {user_dir}: pass --user-dir {user_dir}\n") in r.err, r.err
+    # a record without the task's origin still names the run's user dirs
+    bare = tmp_path / "bare"
+    shutil.copytree(toy_run, bare)
+    record = json.loads((bare / "t5cli_run.json").read_text())
+    del record["task_origin"]
+    (bare / "t5cli_run.json").write_text(json.dumps(record))
+    r = t5("eval", "--checkpoint", bare)
+    assert r.exit_code == 1
+    assert "unknown task 'toy_ende'" in r.err and (
+        f"; the run that made this model used --user-dir {user_dir}: pass --user-dir {user_dir}\n") in r.err, r.err
 
     r = t5("--user-dir", EXAMPLE_USER_DIR, "eval", "--checkpoint", toy_run, "--split", "test",
            "--num-examples", "16", "--feature-lengths", "inputs=32,targets=32", "--batch-size", "16")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from t5cli.errors import CheckpointError, ConfigError, T5CliError, UnknownNameError
+from t5cli.errors import ConfigError, T5CliError, UnknownNameError
 
 TASK = "number_words_en_de_999"
 # byt5_tiny made tinier: one layer each side, 32-wide; learns the task's easy tokens fast
 TINY = "{'emb_dim': 32, 'num_heads': 2, 'head_dim': 16, 'mlp_dim': 64, " \
        "'num_encoder_layers': 1, 'num_decoder_layers': 1}"
+# as the run files bind it: the activation dtype comes from ACTIVATION_DTYPE (--dtype)
+TINY_RUN = TINY[:-1] + ", 'dtype': %ACTIVATION_DTYPE}"
 TINY_DICT = dict(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_encoder_layers=1,
                  num_decoder_layers=1)
 LENGTHS = "inputs=48,targets=48"
@@ -40,7 +44,7 @@ def jax_compilation_cache(tmp_path_factory):
 def train_args(model_dir, *extra, steps=40):
     return ["train", "--model", "byt5_tiny", "--task", TASK, "--model-dir", str(model_dir),
             "--steps", str(steps), "--batch-size", "16", "--feature-lengths", LENGTHS,
-            "--gin", f"train.model_overrides = {TINY}",
+            "--gin", f"train.model_overrides = {TINY_RUN}",
             "--gin", "train.learning_rate_schedule = @constant_schedule()",
             "--gin", "constant_schedule.base_learning_rate = 0.01",
             "--gin", "train.checkpoint_period = 20", "--gin", "train.eval_period = 20",
@@ -51,16 +55,36 @@ def listing(path: Path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
+def run_cli(*args):
+    """`t5 ARGS…` in this process for a module fixture (the `t5` fixture is per test)."""
+    from t5cli.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        assert exc.code in (0, None), f"t5 {args[0]} exited with {exc.code}"
+
+
+def csv_rows(text: str):
+    return [line.split(",") for line in text.strip().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One real `t5 train` run through the CLI (gin run file, flags, --gin overrides)."""
-    from t5cli.cli import main
-
     model_dir = tmp_path_factory.mktemp("run") / "model"
-    try:
-        main(train_args(model_dir))
-    except SystemExit as exc:
-        assert exc.code in (0, None), f"t5 train exited with {exc.code}"
+    run_cli(*train_args(model_dir))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def finetuned(trained, tmp_path_factory):
+    """`t5 finetune` from the `trained` run's step 20 to step 30 (dropout off, so its
+    compiled train step is the cached one of `trained`)."""
+    model_dir = tmp_path_factory.mktemp("ft") / "model"
+    args = train_args(model_dir, "--init-checkpoint", trained / "checkpoint_20", "--gin", "DROPOUT_RATE = 0.0",
+                      steps=30)
+    run_cli("finetune", *args[1:])
     return model_dir
 
 
@@ -79,6 +103,7 @@ def test_train_writes_the_model_dir(trained):
     record = json.loads((trained / "t5cli_run.json").read_text())
     assert record["task"] == TASK and record["model"] == "byt5_tiny"
     assert (trained / "training_eval" / TASK).is_dir()
+    assert (trained / "inference_eval" / TASK).is_dir()
 
 
 def test_train_events_have_the_tags_and_loss_falls(trained):
@@ -94,6 +119,67 @@ def test_train_events_have_the_tags_and_loss_falls(trained):
     ev = EventAccumulator(str(trained / "training_eval" / TASK))
     ev.Reload()
     assert {"loss", "accuracy"} <= set(ev.Tags()["scalars"])
+
+
+def test_train_runs_inference_eval_every_eval_period_and_at_the_end(trained):
+    from t5cli.parse_metrics import read_scalars
+
+    scalars = read_scalars(str(trained / "inference_eval"), seqio_summaries=True)
+    for metric in ("sequence_accuracy", "chrf"):  # the task's seqio metrics
+        values = scalars[f"{TASK}/{metric}"]
+        assert sorted(values) == [20, 40], values
+        assert all(0.0 <= v <= 100.0 for v in values.values())
+    assert scalars[f"{TASK}/chrf"][40] > scalars[f"{TASK}/chrf"][20] > 0.0
+    rows = (trained / "inference_eval" / f"{TASK}-000040.jsonl").read_text().splitlines()
+    assert len(rows) > 50 and {"inputs", "prediction", "target"} <= set(json.loads(rows[0]))
+
+
+def test_finetune_writes_every_output(finetuned, trained, t5):
+    from t5cli.parse_metrics import read_scalars
+
+    assert {"config.gin", "model-info.txt", "t5cli_run.json", "checkpoint_30", "train",
+            "training_eval", "inference_eval"} <= set(os.listdir(finetuned))
+    assert not (finetuned / "checkpoint_20").exists()  # the initial checkpoint stays where it is
+    config = (finetuned / "config.gin").read_text()  # gin's operative config, macros included
+    config = re.sub(r"\\\n\s*", "", config)  # gin wraps long values onto a continuation line
+    for line in (f"INITIAL_CHECKPOINT_PATH = '{trained / 'checkpoint_20'}'", "TRAIN_STEPS = 30",
+                 f"MIXTURE_OR_TASK_NAME = '{TASK}'", "ACTIVATION_DTYPE = 'float32'",
+                 "DROPOUT_RATE = 0.0", "train.total_steps = %TRAIN_STEPS",
+                 "train.infer_eval_period = None"):
+        assert line in config, line
+    specs = [ln for ln in (finetuned / "model-info.txt").read_text().splitlines()
+             if ln.startswith("Variable ")]
+    assert len(specs) > 10 and all("partition spec (" in ln for ln in specs), specs[:2]
+    record = json.loads((finetuned / "t5cli_run.json").read_text())
+    assert record["t5cli_version"] and record["task"] == TASK and record["model"] == "byt5_tiny"
+    assert {"builtin_tasks", "builtin_models"} <= {p["name"] for p in record["plugins"]}
+    assert record["train"]["initial_step"] == 20
+    assert record["train"]["initial_checkpoint_path"] == str(trained / "checkpoint_20")
+    meta = json.loads((finetuned / "checkpoint_30" / "train_meta" / "metadata").read_text())
+    assert meta["initial_step"] == 20
+
+    train = read_scalars(str(finetuned / "train"))
+    assert TAGS <= set(train), TAGS - set(train)
+    assert all(list(train[tag]) == [30] for tag in TAGS)
+    assert 0.0 < train["accuracy"][30] <= 1.0 and train["learning_rate"][30] == pytest.approx(0.01)
+    assert train["timing/target_tokens_per_second"][30] > train["timing/steps_per_second"][30] > 0
+    training_eval = read_scalars(str(finetuned / "training_eval" / TASK))
+    assert list(training_eval["loss"]) == [30] and training_eval["loss"][30] > 0
+    inference = read_scalars(str(finetuned / "inference_eval"), seqio_summaries=True)
+    assert list(inference[f"{TASK}/sequence_accuracy"]) == [30]
+
+    r = t5("parse-tb", finetuned / "train")
+    assert r.exit_code == 0, r.err
+    rows = csv_rows(r.out)
+    column = rows[0].index("loss_per_nonpadding_target_token")
+    assert rows[1][0] == "30"
+    assert float(rows[1][column]) == pytest.approx(train["loss_per_nonpadding_target_token"][30], abs=1e-3)
+    r = t5("parse-tb", finetuned / "inference_eval", "--seqio-summaries")
+    assert r.exit_code == 0, r.err
+    rows = csv_rows(r.out)
+    column = rows[0].index(f"{TASK}/sequence_accuracy")
+    assert rows[1][0] == "30"
+    assert float(rows[1][column]) == pytest.approx(inference[f"{TASK}/sequence_accuracy"][30], abs=1e-3)
 
 
 def test_rerun_when_done_changes_nothing(trained, t5):
@@ -115,11 +201,18 @@ def test_rerun_when_done_changes_nothing(trained, t5):
     (["--task", "number_words_en_dee"], "unknown task 'number_words_en_dee'"),
     (["--feature-lengths", "inputs=48"], "no length for feature 'targets'"),
     (["--init-checkpoint", "/nonexistent/ckpt"], "checkpoint '/nonexistent/ckpt' does not exist"),
+    (["--task", "wmt_t2t_de_en_v003", "--tfds-data-dir", "EMPTY_DIR"],
+     "On a machine with internet access run `tfds build wmt_t2t_translate --data_dir EMPTY_DIR`"),
+    (["--dtype", "bfloat16", "--gin", f"train.model_overrides = {TINY}"],
+     "--dtype has no effect: your train.model_overrides replaces the run file's"),
 ])
 def test_user_errors_are_one_line_and_delete_nothing(tmp_path, t5, extra, message):
     model_dir = tmp_path / "existing"
     model_dir.mkdir()
     (model_dir / "notes.txt").write_text("keep me")
+    (tmp_path / "empty").mkdir()
+    extra = [a.replace("EMPTY_DIR", str(tmp_path / "empty")) for a in extra]
+    message = message.replace("EMPTY_DIR", str(tmp_path / "empty"))
     r = t5(*train_args(model_dir), *extra)
     assert r.exit_code != 0
     assert message in r.err, r.err
@@ -136,42 +229,165 @@ def test_required_flags_are_named(t5, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_finetune_from_mismatched_checkpoint_names_the_parameter(trained, tmp_path):
-    from t5cli.train import train
-
+def test_finetune_from_mismatched_checkpoint_names_the_parameter(trained, tmp_path, t5):
     model_dir = tmp_path / "ft"
     model_dir.mkdir()
     (model_dir / "notes.txt").write_text("keep me")
     before = listing(trained)
-    wider = dict(TINY_DICT, mlp_dim=96)
-    with pytest.raises(CheckpointError) as info:
-        train(model_dir=str(model_dir), mixture_or_task_name=TASK,
-              task_feature_lengths={"inputs": 48, "targets": 48}, total_steps=50, batch_size=16,
-              model_name="byt5_tiny", model_overrides=wider, initial_checkpoint_path=str(trained))
-    msg = str(info.value)
-    assert "mlp" in msg and "has shape" in msg and "64" in msg and "96" in msg, msg
+    wider = TINY_RUN.replace("'mlp_dim': 64", "'mlp_dim': 96")
+    r = t5("finetune", *train_args(model_dir, "--init-checkpoint", trained, "--gin",
+                                   f"train.model_overrides = {wider}", steps=50)[1:])
+    assert r.exit_code == 1 and r.err.strip().count("\n") == 0, r.err
+    assert "does not match the model: parameter" in r.err and "mlp" in r.err, r.err
+    assert "64" in r.err and "96" in r.err, r.err
     assert listing(model_dir) == ["notes.txt"] and listing(trained) == before
 
 
-def test_finetune_from_checkpoint_counts_steps_from_it(trained, tmp_path):
+def test_finetune_steps_count_from_the_initial_checkpoint(trained, tmp_path):
     from t5cli.train import train
 
-    from t5cli.optim import constant_schedule
-
-    # the same step as the `trained` run (dropout off, lr 0.01): its compilation is cached
-    kwargs = dict(mixture_or_task_name=TASK, task_feature_lengths={"inputs": 48, "targets": 48},
-                  batch_size=16, model_name="byt5_tiny", model_overrides=TINY_DICT, dropout_rate=0.0,
-                  learning_rate_schedule=constant_schedule(0.01),
-                  initial_checkpoint_path=str(trained / "checkpoint_20"), eval_period=None,
-                  log_period=2)
     with pytest.raises(ConfigError, match="counts from that step, so pass --steps 30"):
-        train(model_dir=str(tmp_path / "a"), total_steps=10, **kwargs)
+        train(model_dir=str(tmp_path / "a"), total_steps=10, mixture_or_task_name=TASK,
+              task_feature_lengths={"inputs": 48, "targets": 48}, batch_size=16,
+              model_name="byt5_tiny", model_overrides=TINY_DICT, eval_period=None,
+              initial_checkpoint_path=str(trained / "checkpoint_20"))
     assert not (tmp_path / "a").exists()
-    result = train(model_dir=str(tmp_path / "b"), total_steps=22, **kwargs)
-    assert result.step == 22
-    assert sorted(os.listdir(tmp_path / "b" / "")) >= ["checkpoint_22"]
-    meta = json.loads((tmp_path / "b" / "checkpoint_22" / "train_meta" / "metadata").read_text())
-    assert meta["initial_step"] == 20
+
+
+BROKEN_TASKS = textwrap.dedent('''
+    """Tasks whose data cannot be read, each failing at another point of the pipeline."""
+    import t5cli
+
+
+    def _task(name, splits, dataset_fn, preprocessors=()):
+        import seqio
+
+        from builtin_tasks.metrics import sequence_accuracy
+
+        vocab = seqio.ByteVocabulary()
+        return seqio.Task(
+            name, source=seqio.FunctionDataSource(dataset_fn, splits=splits),
+            preprocessors=[*preprocessors, seqio.preprocessors.tokenize,
+                           seqio.preprocessors.append_eos_after_trim],
+            output_features={"inputs": seqio.Feature(vocab), "targets": seqio.Feature(vocab)},
+            metric_fns=[sequence_accuracy])
+
+
+    def _rows(split, shuffle_files=False, seed=None):
+        import tensorflow as tf
+
+        if split == "validation":
+            raise ValueError("validation file missing")
+        return tf.data.Dataset.from_tensor_slices({"inputs": ["seven"] * 8, "targets": ["sieben"] * 8})
+
+
+    def _unreachable(split, shuffle_files=False, seed=None):
+        raise ValueError("corpus server unreachable")
+
+
+    def _to_number(dataset):  # fails on the first example, inside tf.data
+        import tensorflow as tf
+
+        return dataset.map(lambda ex: dict(ex, inputs=tf.strings.as_string(tf.strings.to_number(ex["inputs"]))))
+
+
+    @t5cli.hookimpl
+    def register_tasks(register):
+        register("broken_source", lambda: _task("broken_source", ["train"], _unreachable))
+        register("broken_rows", lambda: _task("broken_rows", ["train"], _rows, [_to_number]))
+        register("broken_validation", lambda: _task("broken_validation", ["train", "validation"], _rows))
+''')
+
+
+@pytest.mark.parametrize("task,message", [  # a fresh MODEL_DIR for two, an existing one for one
+    ("broken_source", "task 'broken_source': reading its 'train' split failed: ValueError: corpus server unreachable"),
+    ("broken_rows", "task 'broken_rows': reading its 'train' split failed: InvalidArgumentError: Error in "
+                    "user-defined function passed to MapDataset:N transformation: StringToNumberOp could "
+                    "not correctly convert string: seven"),
+    ("broken_validation", "task 'broken_validation': reading its 'validation' split failed: ValueError: "
+                          "validation file missing"),
+])
+def test_unreadable_task_data_is_one_line_and_writes_no_records(make_user_dir, tmp_path, t5, task, message):
+    user_dir = make_user_dir({"broken.py": BROKEN_TASKS})
+    model_dir = tmp_path / "model"
+    existing = task == "broken_rows"
+    if existing:
+        model_dir.mkdir()
+        (model_dir / "notes.txt").write_text("keep me")
+    r = t5("--user-dir", user_dir, *train_args(model_dir, "--task", task))
+    assert r.exit_code == 1, r.err
+    assert re.sub(r"MapDataset:\d+", "MapDataset:N", r.err.strip()) == f"error: {message}", r.err
+    assert not (model_dir / "config.gin").exists()
+    assert (listing(model_dir) == ["notes.txt"]) if existing else not model_dir.exists()
+
+
+def test_missing_include_names_the_including_file(tmp_path, t5):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "run.gin").write_text("include 'base.gin'\nTRAIN_STEPS = 5\n")
+    (configs / "base.gin").write_text("BATCH_SIZE = 8\ninclude 'sizes/tiny_base.gin'\n")
+    r = t5(*train_args(tmp_path / "m"), "--gin-search-path", configs, "--gin-file", "run.gin")
+    assert r.exit_code == 1 and r.err.strip().count("\n") == 0, r.err
+    assert f"gin file '{configs / 'base.gin'}' includes 'sizes/tiny_base.gin', which was not found" in r.err
+    r = t5(*train_args(tmp_path / "m"), "--gin-search-path", configs, "--gin-file", "runs.gin")
+    assert r.exit_code == 1 and "gin file 'runs.gin' not found (searched: " in r.err, r.err
+    assert not (tmp_path / "m").exists()
+
+
+def test_keep_checkpoints_leaves_the_last_ones_and_infer_eval_can_be_off(tmp_path, t5):
+    model_dir = tmp_path / "m"
+    r = t5(*train_args(model_dir, "--gin", "train.checkpoint_period = 1", "--gin",
+                       "train.keep_checkpoints = 2", "--gin", "train.eval_period = 2",
+                       "--gin.train.infer_eval_period=0", steps=3))
+    assert r.exit_code == 0, r.err
+    assert sorted(p for p in os.listdir(model_dir) if p.startswith("checkpoint_")) == [
+        "checkpoint_2", "checkpoint_3"]
+    assert (model_dir / "training_eval" / TASK).is_dir()  # eval_period still on
+    assert not (model_dir / "inference_eval").exists()
+
+
+def test_finetune_from_hugging_face_export(trained, tmp_path, t5):
+    from t5cli.parse_metrics import read_scalars
+
+    hf = tmp_path / "hf"
+    r = t5("export", "--checkpoint", trained, "-o", hf)
+    assert r.exit_code == 0, r.err
+    model_dir = tmp_path / "ft"
+    r = t5("finetune", *train_args(model_dir, "--init-checkpoint", hf, "--gin", "DROPOUT_RATE = 0.0",
+                                   "--gin", "train.log_period = 1", "--gin.train.infer_eval_period=0",
+                                   steps=2)[1:])
+    assert r.exit_code == 0, r.err
+    assert "checkpoint_2" in os.listdir(model_dir)
+    record = json.loads((model_dir / "t5cli_run.json").read_text())
+    assert record["train"]["initial_step"] == 0 and record["train"]["initial_checkpoint_path"] == str(hf)
+    # it starts from the trained weights: its first loss is near where `trained` ended,
+    # far below the loss of `trained` after 10 steps from scratch
+    first = read_scalars(str(model_dir / "train"))["loss_per_nonpadding_target_token"][1]
+    trained_loss = read_scalars(str(trained / "train"))["loss_per_nonpadding_target_token"]
+    assert first < trained_loss[10] * 0.9, (first, trained_loss)
+
+
+def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
+    import jax
+
+    import t5cli.train
+    from t5cli.checkpoints import _tree_metadata
+    from t5cli.parse_metrics import read_scalars
+
+    built = []
+    build = t5cli.train._build_model
+    monkeypatch.setattr(t5cli.train, "_build_model", lambda *a: built.append(build(*a)) or built[-1])
+    model_dir = tmp_path / "m"
+    r = t5(*train_args(model_dir, "--dtype", "bfloat16", "--gin", "train.log_period = 1",
+                       "--gin", "train.eval_period = None", steps=2))
+    assert r.exit_code == 0, r.err
+    config = (model_dir / "config.gin").read_text()
+    assert "ACTIVATION_DTYPE = 'bfloat16'" in config and "'dtype': %ACTIVATION_DTYPE" in config
+    assert built and {m.config.dtype for m in built} == {"bfloat16"}
+    dtypes = {str(x.dtype) for x in jax.tree_util.tree_leaves(_tree_metadata(model_dir / "checkpoint_2" / "params"))}
+    assert dtypes == {"float32"}
+    loss = read_scalars(str(model_dir / "train"))["loss"]
+    assert sorted(loss) == [1, 2] and all(0 < v < 1e4 for v in loss.values())
 
 
 def test_errors_are_t5cli_errors():

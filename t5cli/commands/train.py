@@ -48,10 +48,18 @@ def _runtime(ctx):
 @click.option("--feature-lengths", "--feature_lengths", "feature_lengths", default=None,
               metavar="inputs=N,targets=N", help="TASK_FEATURE_LENGTHS.")
 @click.option("--seed", type=int, default=None, help="Random seed for init, dropout and data order (RANDOM_SEED).")
+@click.option("--dtype", "--activation-dtype", "--activation_dtype", "dtype", default=None,
+              type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Activation dtype (ACTIVATION_DTYPE, default float32); parameters stay float32.")
 @click.pass_context
 def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task, model, model_dir,
-            steps, batch_size, init_checkpoint, feature_lengths, seed):
+            steps, batch_size, init_checkpoint, feature_lengths, seed, dtype):
     """Train (or, as `finetune`, fine-tune) a model on a seqio task, T5X style.
+
+    Every eval period and after the last step the model decodes the task's validation
+    split and writes its metrics to MODEL_DIR/inference_eval/<task>/ (read them with
+    `t5 parse-tb MODEL_DIR/inference_eval --seqio-summaries`); turn that off with
+    --gin.train.infer_eval_period=0.
 
     \b
     t5 train --model byt5_tiny --task number_words_en_de --model-dir /tmp/m \\
@@ -69,8 +77,26 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
         gin_files=gin_files, bindings=gin_bindings, search_paths=gin_search_paths,
         shortcuts=config.shortcut_bindings(
             task=task, model=model, model_dir=model_dir, steps=steps, batch_size=batch_size,
-            init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed),
+            init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed,
+            activation_dtype=dtype),
         runtime=runtime, required=required,
     )
+    if dtype is not None:
+        _check_dtype_is_bound()
     result = config.call("train", runtime=runtime, tfds_data_dir=tfds_data_dir)
     click.echo(f"done: step {result.step}, MODEL_DIR {result.model_dir}")
+
+
+def _check_dtype_is_bound() -> None:
+    """--dtype sets ACTIVATION_DTYPE; a model_overrides of the user's may have dropped it."""
+    import gin
+
+    from t5cli.errors import ConfigError
+
+    try:
+        overrides = gin.query_parameter("train.model_overrides")
+    except ValueError:
+        overrides = None
+    if overrides is None or (isinstance(overrides, dict) and "dtype" not in overrides):
+        raise ConfigError("--dtype has no effect: your train.model_overrides replaces the run file's; "
+                          "add 'dtype': %ACTIVATION_DTYPE to it")
