@@ -13,8 +13,10 @@ HF 317.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -119,6 +121,36 @@ def hf_runner(config, batch):
     return run_one
 
 
+def measure(args, which: str) -> dict:
+    """Time one implementation ('jax' or 'hf') in this process; returns its figures."""
+    from t5cli import xla_flags
+    from t5cli.models.configs import get_config
+
+    xla_flags.apply_defaults()  # what train() does: XLA flags for training, before JAX starts
+    config = get_config(args.model).replace(dropout_rate=args.dropout, dtype="float32")
+    batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
+    if which == "jax":
+        import jax
+
+        jax.config.update("jax_threefry_partitionable", bool(args.threefry_partitionable))
+        run, compile_s = jax_runner(config, batch)
+        name = "t5cli (JAX)"
+        note = f"compile {compile_s:.1f}s, threefry_partitionable={bool(args.threefry_partitionable)}"
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        run, name, note = hf_runner(config, batch), "HF transformers (PyTorch)", ""
+    times = []
+    for i in range(args.warmup + args.steps):
+        t0 = time.perf_counter()
+        loss = run()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return {"name": name, "step_seconds": statistics.median(times), "loss": loss, "note": note,
+            "load": os.getloadavg()[0]}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="t5_1_1_small")
@@ -132,49 +164,31 @@ def main(argv=None) -> int:
                     help="JAX dropout RNG layout (train(threefry_partitionable=...)); 0 is faster on 1 CPU")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-jax", action="store_true")
+    ap.add_argument("--only", choices=("jax", "hf"), help=argparse.SUPPRESS)  # child process
     args = ap.parse_args(argv)
+    if args.only:
+        print("RESULT " + json.dumps(measure(args, args.only)), flush=True)
+        return 0
 
-    from t5cli.models.configs import get_config
-
-    config = get_config(args.model).replace(dropout_rate=args.dropout, dtype="float32")
-    batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
+    # Each implementation runs in a process of its own: with torch loaded beside JAX, its
+    # OpenMP worker threads took CPU from XLA's and the JAX step ran ~15% slower.
+    results = []
+    for which in [w for w, skip in (("jax", args.skip_jax), ("hf", args.skip_hf)) if not skip]:
+        child = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--skip-hf", "--skip-jax")]
+        out = subprocess.run([sys.executable, __file__, *child, "--only", which], text=True,
+                             stdout=subprocess.PIPE, check=True).stdout
+        results.append(json.loads(out.rsplit("RESULT ", 1)[1]))
     target_tokens = args.batch_size * args.target_length
-    runners = []
-    if not args.skip_jax:
-        import jax
-
-        jax.config.update("jax_threefry_partitionable", bool(args.threefry_partitionable))
-        run, compile_s = jax_runner(config, batch)
-        runners.append(("t5cli (JAX)", run, f"compile {compile_s:.1f}s, threefry_partitionable="
-                                            f"{bool(args.threefry_partitionable)}"))
-    if not args.skip_hf:
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
-        runners.append(("HF transformers (PyTorch)", hf_runner(config, batch), ""))
-    # Steps alternate between the implementations so that both see the same machine load.
-    times = {name: [] for name, _, _ in runners}
-    losses = {}
-    for i in range(args.warmup + args.steps):
-        for name, run, _ in runners:
-            t0 = time.perf_counter()
-            losses[name] = run()
-            if i >= args.warmup:
-                times[name].append(time.perf_counter() - t0)
-    rows = [(name, times[name], f"{note + ', ' if note else ''}last loss {losses[name]:.3f}")
-            for name, _, note in runners]
     print(f"\n{args.model}, batch {args.batch_size} x {args.input_length}/{args.target_length}, "
           f"float32, dropout {args.dropout}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} (steps interleaved)")
+          f"{os.cpu_count()} CPU(s), one process each")
     print(f"{'implementation':<28}{'step s (median)':>16}{'target tok/s':>14}  notes")
-    speeds = {}
-    for name, times, note in rows:
-        med = statistics.median(times)
-        speeds[name] = target_tokens / med
-        print(f"{name:<28}{med:>16.3f}{target_tokens / med:>14.1f}  {note}")
-    if len(speeds) == 2:
-        jax_tps, hf_tps = speeds.values()
-        print(f"speed-up t5cli / HF: {jax_tps / hf_tps:.2f}x (target >= 1.5x)")
+    for r in results:
+        note = f"{r['note'] + ', ' if r['note'] else ''}last loss {r['loss']:.3f}, load {r['load']:.1f}"
+        print(f"{r['name']:<28}{r['step_seconds']:>16.3f}{target_tokens / r['step_seconds']:>14.1f}  {note}")
+    if len(results) == 2:
+        speed_up = results[1]["step_seconds"] / results[0]["step_seconds"]
+        print(f"speed-up t5cli / HF: {speed_up:.2f}x (target >= 1.5x)")
     return 0
 
 

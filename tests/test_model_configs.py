@@ -143,3 +143,24 @@ def test_listing_models_does_not_import_jax():
             "bad = [m for m in ('jax', 'flax', 'seqio', 'tensorflow', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dropout_keeps_the_expected_fraction_and_rescales():
+    """16-bit-draw dropout: rate within sampling error, kept values scaled by 1/(1-rate),
+    a fixed rng reproduces the mask, deterministic mode is the identity."""
+    import jax
+    import numpy as np
+
+    from t5cli.models.network import Dropout
+
+    x = np.ones((64, 1024), np.float32)
+    layer = Dropout(0.1)
+    rngs = {"dropout": jax.random.PRNGKey(0)}
+    y = np.asarray(layer.apply({}, x, deterministic=False, rngs=rngs))
+    dropped = float(np.mean(y == 0.0))
+    assert abs(dropped - 0.1) < 0.005, dropped  # 65536 draws: sd ~0.0012
+    np.testing.assert_allclose(y[y != 0.0], 1.0 / 0.9, rtol=1e-6)
+    np.testing.assert_array_equal(y, layer.apply({}, x, deterministic=False, rngs=rngs))
+    other = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    assert not np.array_equal(y, np.asarray(other))
+    np.testing.assert_array_equal(np.asarray(layer.apply({}, x, deterministic=True)), x)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from t5cli.models.configs import T5Config
-from t5cli.models.network import NEG_INF, Embed, Encoder, _dtype
+from t5cli.models.network import NEG_INF, Dropout, Embed, Encoder, _dtype
 
 
 class _Linear(nn.Module):
@@ -62,7 +62,7 @@ class SequenceClassifier(EncoderModel):
 
     def setup(self):
         super().setup()
-        self.dropout = nn.Dropout(self.config.dropout_rate)
+        self.dropout = Dropout(self.config.dropout_rate)
         self.classifier = _Linear(self.num_labels)
 
     def __call__(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
@@ -82,7 +82,7 @@ class TokenClassifier(EncoderModel):
 
     def setup(self):
         super().setup()
-        self.dropout = nn.Dropout(self.config.dropout_rate)
+        self.dropout = Dropout(self.config.dropout_rate)
         self.classifier = _Linear(self.num_labels)
 
     def __call__(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,

@@ -1,0 +1,58 @@
+"""XLA settings t5cli applies to training before JAX starts a backend.
+
+XLA reads ``XLA_FLAGS`` once, when the first backend is created, so ``train()`` (and so
+``t5 train``) adds these to the environment before its first JAX computation; in a
+process whose backend already exists they cannot apply and are left out. A flag the user
+has already put in ``XLA_FLAGS`` is left as the user set it; ``T5CLI_XLA_DEFAULTS=0``
+turns the defaults off altogether.
+
+- ``--xla_cpu_experimental_ynn_fusion_type=dot``: on CPU, hand only matrix products to
+  YNNPACK and leave element-wise work to XLA's own fused loops. Measured on a 2-core
+  AVX-512 CPU, a T5 1.1 small training step (batch 8 x 128/128, float32) takes ~12% less
+  time than with XLA's default fusion types (``bench/bench_train.py``), while incremental
+  decoding, made of small products, is ~10% slower with it: hence training only. The flag
+  exists from jaxlib 0.10 on; older versions would reject it, so it is only added there.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from typing import Dict
+
+#: flag -> value, each applied only where the installed jaxlib is at least the version given
+DEFAULTS: Dict[str, tuple] = {
+    "--xla_cpu_experimental_ynn_fusion_type": ("dot", (0, 10)),
+}
+
+
+def _jaxlib_version() -> tuple:
+    try:
+        text = metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:
+        return (0,)
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def _backend_started() -> bool:
+    import sys
+
+    bridge = sys.modules.get("jax._src.xla_bridge")
+    return bool(getattr(bridge, "_backends", None))
+
+
+def apply_defaults(environ=os.environ) -> str:
+    """Add t5cli's XLA defaults to ``environ['XLA_FLAGS']``; returns the resulting value."""
+    current = environ.get("XLA_FLAGS", "")
+    if environ.get("T5CLI_XLA_DEFAULTS", "1") == "0" or (environ is os.environ and _backend_started()):
+        return current
+    version = _jaxlib_version()
+    added = [f"{flag}={value}" for flag, (value, since) in DEFAULTS.items()
+             if flag not in current and version >= since]
+    if added:
+        environ["XLA_FLAGS"] = " ".join([current] + added).strip()
+    return environ.get("XLA_FLAGS", "")
