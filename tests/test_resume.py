@@ -10,20 +10,8 @@ TINY = dict(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_encoder_layers
             num_decoder_layers=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def jax_compilation_cache(tmp_path_factory):
-    """Runs of the same shapes reuse compiled steps (each train() call builds its own jit)."""
-    import jax
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0)
-    jax.config.update(names[2], -1)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+# each train() call builds its own jit: reuse compiled steps across this module
+pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
 
 
 def _train(model_dir, steps):
