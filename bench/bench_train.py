@@ -123,10 +123,14 @@ def hf_runner(config, batch):
 
 def measure(args, which: str) -> dict:
     """Time one implementation ('jax' or 'hf') in this process; returns its figures."""
-    from t5cli import xla_flags
+    from t5cli import host_allocator, xla_flags
     from t5cli.models.configs import get_config
 
-    xla_flags.apply_defaults()  # what train() does: XLA flags for training, before JAX starts
+    if which == "jax":  # what train() does before JAX starts
+        xla_flags.apply_defaults()
+        host_allocator.retain_freed_memory()
+    elif args.hf_malloc:
+        host_allocator.retain_freed_memory()
     config = get_config(args.model).replace(dropout_rate=args.dropout, dtype="float32")
     batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
     if which == "jax":
@@ -162,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--threefry-partitionable", type=int, choices=(0, 1), default=0,
                     help="JAX dropout RNG layout (train(threefry_partitionable=...)); 0 is faster on 1 CPU")
+    ap.add_argument("--hf-malloc", action="store_true",
+                    help="give HF the same glibc malloc settings t5cli uses (t5cli/host_allocator.py)")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-jax", action="store_true")
     ap.add_argument("--only", choices=("jax", "hf"), help=argparse.SUPPRESS)  # child process

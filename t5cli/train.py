@@ -79,9 +79,11 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     Returns a :class:`TrainResult`.
     """
     arguments = _arguments(locals())
-    from t5cli import checkpoints, config as gin_config, losses, optim, xla_flags
+    from t5cli import checkpoints, config as gin_config, host_allocator, losses, optim, xla_flags
 
-    xla_flags.apply_defaults()  # before this process's first JAX computation, if it is that
+    # before this process's first JAX computation, if it is that
+    xla_flags.apply_defaults()
+    host_allocator.retain_freed_memory()
 
     # ---- validate everything before anything is written to MODEL_DIR ----------------------
     if not model_dir:
