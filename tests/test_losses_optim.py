@@ -132,6 +132,43 @@ def test_freeze_by_regex_and_typo_is_an_error():
         optim.freeze(optim.adafactor(), ["token_embeder"], PARAMS)
 
 
+def _optax_adafactor(momentum=None, weight_decay_rate=None):
+    """optax's own Adafactor pieces, chained the way T5X orders them."""
+    parts = [optax.scale_by_factored_rms(True, 0.8, 0, 128, 1e-30), optax.clip_by_block_rms(1.0),
+             optim.scale_by_learning_rate_arg(), optax.scale_by_param_block_rms()]
+    if momentum is not None:
+        parts.append(optax.ema(momentum, debias=False))
+    if weight_decay_rate is not None:
+        parts.append(optax.add_decayed_weights(weight_decay_rate))
+    return optax.chain(*parts, optax.scale(-1.0))
+
+
+@pytest.mark.parametrize("extra", [{}, {"momentum": 0.9, "weight_decay_rate": 1e-3}])
+def test_fused_adafactor_matches_optax_chain(extra):
+    """Factored (2-D, 3-D), unfactored (a dim < 128) and vector parameters, five steps."""
+    rng = np.random.RandomState(0)
+    shapes = {"emb": (300, 160), "qkv": (160, 4, 136), "small": (160, 40), "scale": (160,)}
+    params = {k: jnp.asarray(rng.randn(*s).astype(np.float32) * 0.05) for k, s in shapes.items()}
+    params["scale"] = params["scale"] * 1e-4  # below the 1e-3 floor of the parameter scale
+    ours = optax.with_extra_args_support(optim.adafactor(**extra))
+    ref = optax.with_extra_args_support(_optax_adafactor(**extra))
+    p_ours, s_ours = params, ours.init(params)
+    p_ref, s_ref = params, ref.init(params)
+    assert jax.tree_util.tree_structure(s_ours[0]) == jax.tree_util.tree_structure(s_ref[0])
+    for step in range(5):
+        grads = {k: jnp.asarray(rng.randn(*s).astype(np.float32) * 10.0 ** (step - 2))
+                 for k, s in shapes.items()}
+        u, s_ours = jax.jit(ours.update)(grads, s_ours, p_ours, learning_rate=1e-2)
+        p_ours = optax.apply_updates(p_ours, u)
+        u, s_ref = jax.jit(ref.update)(grads, s_ref, p_ref, learning_rate=1e-2)
+        p_ref = optax.apply_updates(p_ref, u)
+    for k in shapes:
+        np.testing.assert_allclose(np.asarray(p_ours[k]), np.asarray(p_ref[k]), rtol=1e-5, atol=1e-7)
+    for a, b in zip(jax.tree_util.tree_leaves(s_ours[0]), jax.tree_util.tree_leaves(s_ref[0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5)
+    assert not np.allclose(np.asarray(p_ours["emb"]), np.asarray(params["emb"]))
+
+
 def test_learning_rate_comes_from_update_argument():
     tx = optim.adafactor(multiply_by_parameter_scale=False, clipping_threshold=None)
     p = {"w": jnp.ones((3,))}
