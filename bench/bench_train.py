@@ -7,7 +7,7 @@ tokens per second. DESIGN.md's reference on this 2-core CPU: T5X 198 target toke
 HF 317.
 
     python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf] [--model t5_1_1_small]
-                                [--dropout 0.1] [--threefry-partitionable 0]
+                                [--dropout 0.1] [--hf-malloc]
 """
 
 from __future__ import annotations
@@ -134,12 +134,9 @@ def measure(args, which: str) -> dict:
     config = get_config(args.model).replace(dropout_rate=args.dropout, dtype="float32")
     batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
     if which == "jax":
-        import jax
-
-        jax.config.update("jax_threefry_partitionable", bool(args.threefry_partitionable))
         run, compile_s = jax_runner(config, batch)
         name = "t5cli (JAX)"
-        note = f"compile {compile_s:.1f}s, threefry_partitionable={bool(args.threefry_partitionable)}"
+        note = f"compile {compile_s:.1f}s"
     else:
         import torch
 
@@ -164,8 +161,6 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--threefry-partitionable", type=int, choices=(0, 1), default=0,
-                    help="JAX dropout RNG layout (train(threefry_partitionable=...)); 0 is faster on 1 CPU")
     ap.add_argument("--hf-malloc", action="store_true",
                     help="give HF the same glibc malloc settings t5cli uses (t5cli/host_allocator.py)")
     ap.add_argument("--skip-hf", action="store_true")

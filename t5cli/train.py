@@ -72,8 +72,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     as the full batch). ``runtime`` (``t5cli.plugins.Runtime``) defaults to a fresh
     ``load_runtime()``. ``threefry_partitionable`` overrides JAX's
     ``jax_threefry_partitionable`` for the train step (None: JAX's setting, True since
-    JAX 0.5); False draws dropout masks ~3x faster on one CPU device but gives other masks,
-    so keep it the same when resuming. Without ``on_eval``, every ``infer_eval_period``
+    JAX 0.5); it changes how per-step dropout keys are derived, so keep it the same when
+    resuming. Without ``on_eval``, every ``infer_eval_period``
     steps (None: ``eval_period``; 0: never) and after the last step the model decodes the
     task's validation split and writes its seqio metrics to ``inference_eval/<task>/``.
     Returns a :class:`TrainResult`.

@@ -122,6 +122,33 @@ class Embed(nn.Module):
         return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype))
 
 
+@jax.custom_vjp
+def dense_product(x, kernel):
+    """``x @ kernel`` whose kernel gradient is a plain row-major matrix product.
+
+    Autodiff writes the kernel gradient as a contraction over ``x``'s leading axes, which
+    XLA on CPU hands to its generic (Eigen) dot with two transposed operands. Here ``x`` is
+    transposed into its own buffer first (the barrier stops XLA folding the transpose
+    back into the dot), so the gradient runs on XLA's faster YNNPACK kernels: ~13% of a
+    T5 training step on a 2-core CPU. Values are those of autodiff, up to summation order.
+    """
+    return jnp.dot(x, kernel)
+
+
+def _dense_product_fwd(x, kernel):
+    return jnp.dot(x, kernel), (x, kernel)
+
+
+def _dense_product_bwd(residuals, grad):
+    x, kernel = residuals
+    x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
+    grad_kernel = jnp.dot(x_t, grad.reshape(-1, grad.shape[-1]))
+    return jnp.dot(grad, kernel.T), grad_kernel.astype(kernel.dtype)
+
+
+dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
+
+
 class Dense(nn.Module):
     """Bias-free dense layer with a float32, logically-partitioned kernel."""
 
@@ -134,7 +161,7 @@ class Dense(nn.Module):
     def __call__(self, x):
         kernel = self.param("kernel", _boxed(self.kernel_init, self.axes),
                             (x.shape[-1], self.features), jnp.float32)
-        return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+        return dense_product(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
 class LayerNorm(nn.Module):
@@ -152,12 +179,40 @@ class LayerNorm(nn.Module):
         return (x * jax.lax.rsqrt(var + self.epsilon) * scale).astype(self.dtype)
 
 
-class Dropout(nn.Module):
-    """Inverted dropout whose keep mask compares 16-bit random draws to a threshold.
+def _mix32(x):
+    """murmur3's 32-bit finaliser: a bijection of uint32 in which every input bit flips
+    each output bit with probability ~1/2."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
 
-    flax's ``nn.Dropout`` draws a 32-bit uniform float per element; half the random bits
-    give the same rate to within 2**-16 and halve the PRNG work, which on CPU is a large
-    part of a training step. Draws come from the ``dropout`` rng collection, as in flax.
+
+def keyed_random_bits(key, shape):
+    """32 random bits per element of ``shape``: element ``i`` gets ``mix(mix(i + k0) ^ k1)``
+    for the two words ``k0, k1`` of the JAX PRNG ``key``.
+
+    A counter-based generator like JAX's threefry, but a dozen integer operations per element
+    that XLA fuses into the consumer, where JAX's threefry runs on CPU as a loop of separate
+    kernels. Statistically fine for dropout masks; not for anything that needs a strong
+    generator. The element index is global, so a sharded array gets the same bits as an
+    unsharded one.
+    """
+    words = key if jnp.issubdtype(key.dtype, jnp.unsignedinteger) else jax.random.key_data(key)
+    words = words.reshape(-1).astype(jnp.uint32)
+    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    return _mix32(_mix32(index + words[0]) ^ words[-1])
+
+
+class Dropout(nn.Module):
+    """Inverted dropout whose keep mask compares cheap keyed random bits to a threshold.
+
+    flax's ``nn.Dropout`` draws its mask with ``jax.random``, whose threefry rounds run on
+    CPU as a loop of separate kernels: with dropout in every layer that was ~3% of a T5
+    training step. :func:`keyed_random_bits` is fused into the dropout itself. The key
+    comes from the ``dropout`` rng collection, as in flax, so masks differ per layer and
+    per step and a resumed run draws the same ones.
     """
 
     rate: float
@@ -168,8 +223,8 @@ class Dropout(nn.Module):
             return x
         if self.rate >= 1.0:
             return jnp.zeros_like(x)
-        threshold = jnp.uint16(min(round(self.rate * 65536), 65535))
-        keep = jax.random.bits(self.make_rng("dropout"), x.shape, jnp.uint16) >= threshold
+        threshold = jnp.uint32(min(round(self.rate * 2.0 ** 32), 2 ** 32 - 1))
+        keep = keyed_random_bits(self.make_rng("dropout"), x.shape) >= threshold
         return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
