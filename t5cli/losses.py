@@ -67,12 +67,15 @@ def token_losses(logits: jnp.ndarray, targets: jnp.ndarray, *, label_smoothing: 
     """Per-token ``(loss, z_loss_part, correct)`` for integer ``targets`` [B, L].
 
     With label smoothing the target distribution puts ``1 - label_smoothing`` on the true
-    token and spreads the rest evenly; its entropy is subtracted, as in T5X.
+    token and spreads the rest evenly; its entropy is subtracted, as in T5X. A token is
+    correct when no logit exceeds the true token's (argmax's answer but for exact ties),
+    which needs a max over the vocabulary rather than a slower arg-max pass.
     """
     logits = logits.astype(jnp.float32)
     targets = targets.astype(jnp.int32)
     loss, z_part = _token_xent(logits, targets, float(z_loss), float(label_smoothing))
-    correct = jnp.argmax(logits, axis=-1) == targets
+    true_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    correct = true_logit >= jnp.max(logits, axis=-1)
     return loss, z_part, correct
 
 
