@@ -13,6 +13,7 @@ HF 317.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -97,7 +98,7 @@ def hf_t5_1_1(config):
     return model
 
 
-def hf_runner(config, batch):
+def hf_runner(config, batch, dtype="float32"):
     """The same step in HF transformers; returns run_one_step() -> loss/token."""
     import torch
     from transformers.optimization import Adafactor
@@ -111,8 +112,12 @@ def hf_runner(config, batch):
     labels = torch.as_tensor(batch["decoder_target_tokens"], dtype=torch.long)
     decoder_input_ids = torch.as_tensor(batch["decoder_input_tokens"], dtype=torch.long)
 
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16"
+                else contextlib.nullcontext())
+
     def run_one():
-        out = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=labels)
+        with autocast:
+            out = model(input_ids=input_ids, decoder_input_ids=decoder_input_ids, labels=labels)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -127,11 +132,11 @@ def measure(args, which: str) -> dict:
     from t5cli.models.configs import get_config
 
     if which == "jax":  # what train() does before JAX starts
-        xla_flags.apply_defaults()
+        xla_flags.apply_defaults(activation_dtype=args.dtype)
         host_allocator.retain_freed_memory()
     elif args.hf_malloc:
         host_allocator.retain_freed_memory()
-    config = get_config(args.model).replace(dropout_rate=args.dropout, dtype="float32")
+    config = get_config(args.model).replace(dropout_rate=args.dropout, dtype=args.dtype)
     batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
     if which == "jax":
         run, compile_s = jax_runner(config, batch)
@@ -141,7 +146,7 @@ def measure(args, which: str) -> dict:
         import torch
 
         torch.set_num_threads(os.cpu_count() or 1)
-        run, name, note = hf_runner(config, batch), "HF transformers (PyTorch)", ""
+        run, name, note = hf_runner(config, batch, args.dtype), "HF transformers (PyTorch)", ""
     times = []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
@@ -161,6 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="activation dtype (ACTIVATION_DTYPE / t5 train --dtype); HF runs under "
+                         "torch.autocast to the same dtype; parameters stay float32 on both sides")
     ap.add_argument("--hf-malloc", action="store_true",
                     help="give HF the same glibc malloc settings t5cli uses (t5cli/host_allocator.py)")
     ap.add_argument("--skip-hf", action="store_true")
@@ -181,7 +189,7 @@ def main(argv=None) -> int:
         results.append(json.loads(out.rsplit("RESULT ", 1)[1]))
     target_tokens = args.batch_size * args.target_length
     print(f"\n{args.model}, batch {args.batch_size} x {args.input_length}/{args.target_length}, "
-          f"float32, dropout {args.dropout}, {args.steps} timed steps after {args.warmup} warm-up, "
+          f"{args.dtype}, dropout {args.dropout}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"{os.cpu_count()} CPU(s), one process each")
     print(f"{'implementation':<28}{'step s (median)':>16}{'target tok/s':>14}  notes")
     for r in results:

@@ -82,7 +82,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     from t5cli import checkpoints, config as gin_config, host_allocator, losses, optim, xla_flags
 
     # before this process's first JAX computation, if it is that
-    xla_flags.apply_defaults()
+    activation_dtype = (model_overrides or {}).get("dtype", getattr(model_config, "dtype", "float32"))
+    xla_flags.apply_defaults(activation_dtype=str(activation_dtype))
     host_allocator.retain_freed_memory()
 
     # ---- validate everything before anything is written to MODEL_DIR ----------------------

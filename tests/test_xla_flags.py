@@ -33,3 +33,9 @@ def test_jax_starts_with_the_defaults_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)
     assert out.stdout.split() == ["16.0", f"{FLAG}=dot"]
+
+
+def test_bfloat16_training_keeps_xla_default_dot_path():
+    """The YNNPACK dot-only flag halves bfloat16 matmul speed on CPU: float32 runs only."""
+    assert xla_flags.apply_defaults({}, activation_dtype="bfloat16") == ""
+    assert xla_flags.apply_defaults({}, activation_dtype="float32") == f"{FLAG}=dot"
