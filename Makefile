@@ -29,6 +29,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_decode.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_train.py --dtype bfloat16
 
 clean:
 	rm -rf $(VENV) build *.egg-info
