@@ -92,6 +92,9 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
              pack: bool, num_epochs: Optional[int], use_cached: bool, drop_remainder: bool):
     import seqio
 
+    from t5cli.quiet import drop_seqio_noise
+
+    drop_seqio_noise()
     lengths = check_feature_lengths(task, feature_lengths)
     if split not in task.splits:
         raise DataError(

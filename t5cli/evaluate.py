@@ -285,6 +285,9 @@ def make_inference_evaluator(task, model, feature_lengths: Optional[Mapping[str,
     functions). Pass it to ``train(on_eval=...)`` to evaluate every ``infer_eval_period``
     steps.
     """
+    from t5cli.quiet import drop_seqio_noise
+
+    drop_seqio_noise()
     options = DecodeOptions(beam_size=beam_size, temperature=temperature, top_k=top_k,
                             top_p=top_p, alpha=alpha, seed=seed)
     if isinstance(task, str):

@@ -16,6 +16,7 @@ import ast
 import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
@@ -133,12 +134,19 @@ def run_dir_of(path) -> Optional[Path]:
     return p
 
 
+_MACRO_LINE = re.compile(r"^([A-Z][A-Z0-9_]*) = (.+)$")  # gin writes macros like this
+_MACRO_REF = re.compile(r"%([A-Z][A-Z0-9_]*)\b")
+
+
 def recorded_model_overrides(model_dir) -> Optional[Dict[str, Any]]:
-    """``train.model_overrides`` as written to ``MODEL_DIR/config.gin`` (None if absent)."""
+    """``train.model_overrides`` as written to ``MODEL_DIR/config.gin`` (None if absent),
+    with gin macro references such as ``%ACTIVATION_DTYPE`` replaced by their values."""
     path = Path(model_dir) / "config.gin"
     if not path.is_file():
         return None
     lines = path.read_text().splitlines()
+    macros = dict(m.groups() for m in map(_MACRO_LINE.match, lines) if m)
+    lines = [_MACRO_REF.sub(lambda r: macros.get(r.group(1), r.group(0)), line) for line in lines]
     for i, line in enumerate(lines):
         name, eq, value = line.partition("=")
         if not eq or name.strip() not in ("train.model_overrides", "MODEL_OVERRIDES"):

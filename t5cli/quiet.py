@@ -51,3 +51,27 @@ def import_tensorflow_quietly() -> None:
 
         # TensorFlow must never grab an accelerator that JAX should have.
         tensorflow.config.set_visible_devices([], "GPU")
+
+
+class _DropMessages:
+    """A logging filter that drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes):
+        self.prefixes = tuple(prefixes)
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+#: seqio notices that say nothing to a t5cli user: the feature converters drop the
+#: ``*_pretokenized`` features on purpose, at every evaluation.
+SEQIO_NOISE = ("Features not in `features_length` will be removed during packing",)
+
+
+def drop_seqio_noise() -> None:
+    """Keep :data:`SEQIO_NOISE` off stderr (absl logs through the ``absl`` logger); idempotent."""
+    import logging
+
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropMessages) for f in logger.filters):
+        logger.addFilter(_DropMessages(SEQIO_NOISE))

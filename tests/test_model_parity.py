@@ -48,8 +48,10 @@ def _make_hf(kind: str):
     if kind == "1.0":  # ReLU, tied embedding, decoder output scaled
         cfg = transformers.T5Config(**DIMS, feed_forward_proj="relu")
         model = transformers.T5ForConditionalGeneration(cfg)
-    else:  # gated-GELU, separate lm_head, no scaling, unequal depths (as ByT5)
-        cfg = transformers.T5Config(**DIMS, feed_forward_proj="gated-gelu",
+    else:  # gated-GELU, separate lm_head, no scaling, unequal depths (as ByT5), and
+        # heads x d_kv != d_model (as T5 1.1: 6 x 64 = 384 against 512)
+        dims = {**DIMS, "num_heads": 6, "d_kv": 8}
+        cfg = transformers.T5Config(**dims, feed_forward_proj="gated-gelu",
                                     tie_word_embeddings=False, num_decoder_layers=3)
         model = transformers.T5ForConditionalGeneration(cfg)
         # transformers 5 keeps lm_head tied to `shared` regardless of the flag: untie it.
@@ -109,7 +111,8 @@ def test_config_mapping(imported):
     else:
         assert config.mlp_activations == ("gelu", "linear") and not config.logits_via_embedding
         assert (config.num_encoder_layers, config.num_decoder_layers) == (2, 3)
-    assert (config.emb_dim, config.num_heads, config.head_dim, config.mlp_dim) == (64, 4, 16, 128)
+    heads, head_dim = (4, 16) if kind == "1.0" else (6, 8)
+    assert (config.emb_dim, config.num_heads, config.head_dim, config.mlp_dim) == (64, heads, head_dim, 128)
 
 
 def test_logits_match_hf(imported):

@@ -376,7 +376,26 @@ def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
     assert dtypes == {"float32"}
     loss = read_scalars(str(model_dir / "train"))["loss"]
     assert sorted(loss) == [1, 2] and all(0 < v < 1e4 for v in loss.values())
+    # eval and infer rebuild the model with the recorded ACTIVATION_DTYPE
+    from t5cli.infer import load_model
+    from t5cli.plugins import load_runtime
+
+    assert load_model(load_runtime(), str(model_dir)).model.config.dtype == "bfloat16"
 
 
 def test_errors_are_t5cli_errors():
     assert issubclass(UnknownNameError, T5CliError) and issubclass(ConfigError, T5CliError)
+
+
+def test_seqio_packing_notice_is_dropped_and_other_warnings_kept(caplog):
+    from absl import logging as absl_logging
+
+    from t5cli.quiet import drop_seqio_noise
+
+    drop_seqio_noise()
+    drop_seqio_noise()  # idempotent
+    with caplog.at_level("WARNING"):
+        absl_logging.warning("Features not in `features_length` will be removed during packing: %s",
+                             {"inputs_pretokenized"})
+        absl_logging.warning("Using an uncached FunctionDataset for training is not recommended")
+    assert [r.getMessage()[:13] for r in caplog.records] == ["Using an unca"]
