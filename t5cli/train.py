@@ -270,14 +270,22 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
                         progress.report(step, summary["loss"])
                 elif progress.due(step):
                     progress.report(step, float(jax.device_get(metrics["loss_normalized"])))
-                paused = time.monotonic()  # checkpoints and evals do not count as training time
-                if (checkpoint_period and step % checkpoint_period == 0) or last:
+                save_now = bool(checkpoint_period and step % checkpoint_period == 0) or last
+                eval_now = bool(eval_tasks and eval_period and (step % eval_period == 0 or last))
+                infer_now = bool(on_eval is not None and infer_period and (step % infer_period == 0 or last))
+                if not (save_now or eval_now or infer_now):
+                    continue
+                # Checkpoints and evals do not count as training time; the steps dispatched
+                # before them (JAX runs asynchronously) do.
+                jax.block_until_ready(state["params"])
+                paused = time.monotonic()
+                if save_now:
                     ckpt.save(step, state["params"], state["opt_state"], meta)
-                if eval_tasks and eval_period and (step % eval_period == 0 or last):
+                if eval_now:
                     result.eval_summaries = _training_eval(
                         p_eval_step, state["params"], eval_tasks, feature_lengths, batch_size,
                         eval_steps, mesh, model_dir, step, pack, use_cached_tasks)
-                if on_eval is not None and infer_period and (step % infer_period == 0 or last):
+                if infer_now:
                     on_eval(step, state["params"])
                 paused = time.monotonic() - paused
                 interval_start += paused
