@@ -50,3 +50,25 @@ def test_freed_buffers_are_reused_without_page_faults():
     assert plain["faults_per_call"] > 8000, plain
     # with them the heap stops growing after a few calls (a busy machine may add a few)
     assert tuned["faults_per_call"] < plain["faults_per_call"] / 4, (tuned, plain)
+
+
+def test_t5_train_applies_them_before_jax_starts(tmp_path):
+    """They only reach XLA's worker threads if set before the first JAX computation: check
+    that the `t5 train` path calls them that early."""
+    code = f"""
+import sys
+from t5cli import host_allocator, xla_flags
+original = host_allocator.retain_freed_memory
+def spy(*args, **kwargs):
+    print("JAX_STARTED_BEFORE", xla_flags._backend_started(), flush=True)
+    return original(*args, **kwargs)
+host_allocator.retain_freed_memory = spy
+from t5cli.cli import main
+sys.argv = ["t5", "train", "--task", "number_words_en_de_999", "--model", "byt5_tiny",
+            "--steps", "1", "--batch-size", "2", "--feature-lengths", "inputs=16,targets=16",
+            "--model-dir", {str(tmp_path / "m")!r}, "--gin", "train.eval_period = None",
+            "--gin", "train.infer_eval_period = 0"]
+main()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "JAX_STARTED_BEFORE False" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:])
