@@ -1,13 +1,13 @@
 """Training speed: t5cli (JAX) next to Hugging Face transformers (PyTorch), same work.
 
-T5 1.1 small dimensions, batch 8 × 128 input / 128 target tokens, float32, dropout 0.1,
-Adafactor with T5X-like settings (lr 1e-3 constant, parameter scaling, update clipping
+T5 1.1 small dimensions, batch 8 × 128 input / 128 target tokens, float32 activations
+(or --dtype bfloat16), dropout 0.1, Adafactor with T5X-like settings (lr 1e-3 constant, parameter scaling, update clipping
 1.0, decay 0.8), on identical random token ids. Prints one table: step time and target
 tokens per second. DESIGN.md's reference on this 2-core CPU: T5X 198 target tokens/s,
 HF 317.
 
     python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf] [--model t5_1_1_small]
-                                [--dropout 0.1] [--hf-malloc]
+                                [--dropout 0.1] [--dtype float32|bfloat16] [--hf-malloc]
 """
 
 from __future__ import annotations
@@ -133,8 +133,7 @@ def measure(args, which: str) -> dict:
 
     if which == "jax":  # what train() does before JAX starts
         xla_flags.apply_defaults(activation_dtype=args.dtype)
-        host_allocator.retain_freed_memory()
-    elif args.hf_malloc:
+    if which == "jax" or args.hf_malloc:
         host_allocator.retain_freed_memory()
     config = get_config(args.model).replace(dropout_rate=args.dropout, dtype=args.dtype)
     batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
