@@ -3,8 +3,8 @@
 T5 1.1 small dimensions, batch 8 × 128 input / 128 target tokens, float32 activations
 (or --dtype bfloat16), dropout 0.1, Adafactor with T5X-like settings (lr 1e-3 constant,
 parameter scaling, update clipping 1.0, decay 0.8), on identical random token ids. Prints
-one table: step time and target tokens per second. DESIGN.md's reference on this 2-core CPU: T5X 198 target tokens/s,
-HF 317.
+one table: step time and target tokens per second. DESIGN.md's reference on this 2-core
+CPU: T5X 198 target tokens/s, HF 317.
 
     python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf] [--model t5_1_1_small]
                                 [--dropout 0.1] [--dtype float32|bfloat16] [--hf-malloc]
