@@ -14,6 +14,10 @@ turns the defaults off altogether.
   bfloat16 activations it is left out: XLA's default path runs bfloat16 products about
   twice as fast as float32 ones on such a CPU, and the flag loses that. The flag exists
   from jaxlib 0.10 on; older versions would reject it, so it is only added there.
+- ``--xla_cpu_copy_insertion_use_region_analysis=true``: without it XLA copies every
+  donated parameter at the start of a training step (~100 copies for T5 small) so that the
+  optimizer can write the new value in place; the finer analysis sees that every read of
+  the old value comes first and drops the copies, for float32 and bfloat16 alike.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Dict
 #: flag -> (value, minimum jaxlib version, activation dtypes it is for)
 DEFAULTS: Dict[str, tuple] = {
     "--xla_cpu_experimental_ynn_fusion_type": ("dot", (0, 10), ("float32",)),
+    "--xla_cpu_copy_insertion_use_region_analysis": ("true", (0, 10), ("float32", "bfloat16")),
 }
 
 

@@ -201,3 +201,39 @@ def test_dense_product_gradients_equal_autodiff():
     for a, b in zip(ours, ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(dense_product(x, w)), np.asarray(jnp.dot(x, w)), rtol=1e-6)
+
+
+def test_norm_scale_and_shared_bias_gradients_equal_autodiff():
+    """The hand-written gradients of the RMSNorm scale and of the relative-position bias
+    (summed over the batch that shares it) match autodiff of the plain expressions."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from t5cli.models.network import LayerNorm, _add_bias
+
+    kx, kg, kb = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (3, 5, 16))
+    g = jax.random.normal(kg, (3, 5, 16))
+    norm = LayerNorm()
+    params = {"params": {"scale": jax.random.normal(kb, (16,))}}
+
+    def plain_norm(p, x):
+        var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+        return x * jax.lax.rsqrt(var + 1e-6) * p["params"]["scale"]
+
+    ours = jax.jit(jax.grad(lambda p, x: jnp.sum(norm.apply(p, x) * g), argnums=(0, 1)))(params, x)
+    ref = jax.grad(lambda p, x: jnp.sum(plain_norm(p, x) * g), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+    logits = jax.random.normal(kx, (4, 2, 3, 3))
+    g = jax.random.normal(kg, (4, 2, 3, 3))
+    for bias_batch, shared in ((1, True), (4, False)):
+        bias = jax.random.normal(kb, (bias_batch, 2, 3, 3))
+        ours = jax.jit(jax.grad(lambda l, b: jnp.sum(_add_bias(l, b, shared) * g), argnums=(0, 1)))(
+            logits, bias)
+        ref = jax.grad(lambda l, b: jnp.sum((l + b) * g), argnums=(0, 1))(logits, bias)
+        for a, b in zip(ours, ref):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -9,18 +9,19 @@ import sys
 from t5cli import xla_flags
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
 
 
 def test_defaults_are_added_next_to_the_users_flags():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     value = xla_flags.apply_defaults(env)
-    assert value == f"--xla_force_host_platform_device_count=4 {FLAG}=dot"
+    assert value == f"--xla_force_host_platform_device_count=4 {FLAG}=dot {COPIES}"
     assert xla_flags.apply_defaults(env) == value  # idempotent
 
 
 def test_a_flag_the_user_set_wins_and_the_defaults_can_be_turned_off():
     env = {"XLA_FLAGS": f"{FLAG}=individual_dot"}
-    assert xla_flags.apply_defaults(env) == f"{FLAG}=individual_dot"
+    assert xla_flags.apply_defaults(env) == f"{FLAG}=individual_dot {COPIES}"
     assert xla_flags.apply_defaults({"T5CLI_XLA_DEFAULTS": "0"}) == ""
 
 
@@ -32,10 +33,47 @@ def test_jax_starts_with_the_defaults_in_a_fresh_process():
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "T5CLI_XLA_DEFAULTS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)
-    assert out.stdout.split() == ["16.0", f"{FLAG}=dot"]
+    assert out.stdout.split() == ["16.0", f"{FLAG}=dot", COPIES]
 
 
 def test_bfloat16_training_keeps_xla_default_dot_path():
     """The YNNPACK dot-only flag halves bfloat16 matmul speed on CPU: float32 runs only."""
-    assert xla_flags.apply_defaults({}, activation_dtype="bfloat16") == ""
-    assert xla_flags.apply_defaults({}, activation_dtype="float32") == f"{FLAG}=dot"
+    assert xla_flags.apply_defaults({}, activation_dtype="bfloat16") == COPIES
+    assert xla_flags.apply_defaults({}, activation_dtype="float32") == f"{FLAG}=dot {COPIES}"
+
+
+_COUNT_PARAM_COPIES = """
+import re, sys
+import numpy as np
+from t5cli import xla_flags
+if sys.argv[1] == "defaults":
+    xla_flags.apply_defaults()
+import jax, jax.numpy as jnp, optax
+from t5cli import optim
+from t5cli.models.configs import get_config
+from t5cli.models.model import EncoderDecoderModel
+from t5cli.train import make_train_step
+model = EncoderDecoderModel(get_config("t5_1_1_tiny").replace(dropout_rate=0.1))
+tx = optax.with_extra_args_support(optim.adafactor())
+params = model.init_params(jax.random.PRNGKey(0))
+state = {"params": params, "opt_state": tx.init(params), "step": jnp.asarray(0, jnp.int32)}
+tokens = np.arange(2, 34, dtype=np.int32).reshape(2, 16)
+batch = {"encoder_input_tokens": tokens, "decoder_target_tokens": tokens,
+         "decoder_input_tokens": np.pad(tokens[:, :-1], ((0, 0), (1, 0))),
+         "decoder_loss_weights": np.ones((2, 16), np.float32)}
+step = jax.jit(make_train_step(model, tx, optim.constant_schedule(1e-3), use_dropout=True),
+               donate_argnums=(0,))
+hlo = step.lower(state, batch, jax.random.PRNGKey(1)).compile().as_text()
+print(len(re.findall(r"copy\\(%state", hlo)))
+"""
+
+
+def test_the_train_step_updates_donated_parameters_without_copying_them():
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "T5CLI_XLA_DEFAULTS")}
+    counts = {}
+    for mode in ("defaults", "xla-alone"):
+        out = subprocess.run([sys.executable, "-c", _COUNT_PARAM_COPIES, mode], capture_output=True,
+                             text=True, check=True, env=env)
+        counts[mode] = int(out.stdout.split()[-1])
+    assert counts["xla-alone"] > 20  # one per matrix of the tiny model
+    assert counts["defaults"] == 0

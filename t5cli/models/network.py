@@ -144,7 +144,10 @@ def dense_product(x, kernel):
 
 
 def _dense_product_fwd(x, kernel):
-    return _dot(x, kernel), (x, kernel)
+    # The barrier keeps ``x`` as a stored array: without it XLA fuses whatever computed
+    # ``x`` (the MLP's activation and dropout) into the backward transpose and recomputes
+    # it there in transposed order, ~10x slower than copying the stored values.
+    return _dot(x, kernel), (jax.lax.optimization_barrier(x), kernel)
 
 
 def _dense_product_bwd(residuals, grad):
@@ -172,6 +175,35 @@ class Dense(nn.Module):
         return dense_product(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
+def _sum_leading_axes(x, num_axes):
+    """Sum of ``x`` over its first ``num_axes`` axes, written as a product with a row of
+    ones. XLA on CPU turns a plain reduction over many rows into a windowed reduction that
+    runs on one thread at ~2 GB/s and fuses with whatever produced its operand, recomputing
+    it; a matrix-vector product reads a stored operand once, at memory speed."""
+    rows = math.prod(x.shape[:num_axes])
+    flat = x.reshape(rows, -1)
+    return jnp.dot(jnp.ones((1, rows), x.dtype), flat).reshape(x.shape[num_axes:])
+
+
+@jax.custom_vjp
+def _scale_features(x, scale):
+    """``x * scale`` for a per-feature ``scale``, whose gradient sums rows with a product
+    (see :func:`_sum_leading_axes`)."""
+    return x * scale
+
+
+def _scale_features_fwd(x, scale):
+    return x * scale, (x, scale)
+
+
+def _scale_features_bwd(residuals, grad):
+    x, scale = residuals
+    return grad * scale, _sum_leading_axes(grad * x, x.ndim - 1)
+
+
+_scale_features.defvjp(_scale_features_fwd, _scale_features_bwd)
+
+
 class LayerNorm(nn.Module):
     """T5's RMSNorm: no mean subtraction, no bias, computed in float32."""
 
@@ -184,7 +216,7 @@ class LayerNorm(nn.Module):
         var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         scale = self.param("scale", _boxed(nn.initializers.ones, ("embed",)),
                            (x.shape[-1],), jnp.float32)
-        return (x * jax.lax.rsqrt(var + self.epsilon) * scale).astype(self.dtype)
+        return _scale_features(x * jax.lax.rsqrt(var + self.epsilon), scale).astype(self.dtype)
 
 
 def _mix32(x):
@@ -277,6 +309,26 @@ class RelativePositionBias(nn.Module):
         return jnp.transpose(bias, (0, 3, 1, 2))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _add_bias(logits, bias, shared_by_batch):
+    """``logits + bias``; with ``shared_by_batch`` the bias has batch size 1 and its gradient
+    is the batch sum of the logits' gradient. Autodiff would fuse that sum with the softmax
+    gradient of every layer sharing the bias and recompute it, ~4x slower on CPU."""
+    return logits + bias
+
+
+def _add_bias_fwd(logits, bias, shared_by_batch):
+    return logits + bias, None
+
+
+def _add_bias_bwd(shared_by_batch, _, grad):
+    grad_bias = _sum_leading_axes(grad, 1)[None] if shared_by_batch else grad
+    return grad, grad_bias
+
+
+_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
 def make_attention_mask(query_valid, key_valid, query_segments=None, key_segments=None):
     """Boolean mask [B, 1, Lq, Lk]: both ends valid and, if given, in the same segment."""
     mask = query_valid[:, None, :, None] & key_valid[:, None, None, :]
@@ -323,7 +375,8 @@ class MultiHeadAttention(nn.Module):
 
         logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
         if bias is not None:
-            logits = logits + bias.astype(jnp.float32)
+            logits = _add_bias(logits, bias.astype(jnp.float32),
+                               bias.shape[0] == 1 and logits.shape[0] != 1)
         if mask is not None:
             logits = jnp.where(mask, logits, NEG_INF)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
