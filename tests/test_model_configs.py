@@ -203,14 +203,15 @@ def test_dense_product_gradients_equal_autodiff():
     np.testing.assert_allclose(np.asarray(dense_product(x, w)), np.asarray(jnp.dot(x, w)), rtol=1e-6)
 
 
-def test_norm_scale_and_shared_bias_gradients_equal_autodiff():
-    """The hand-written gradients of the RMSNorm scale and of the relative-position bias
-    (summed over the batch that shares it) match autodiff of the plain expressions."""
+def test_norm_scale_bias_and_score_gradients_equal_autodiff():
+    """The hand-written gradients of the RMSNorm scale, of the relative-position bias
+    (summed over the batch that shares it) and of the attention scores match autodiff of
+    the plain expressions."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from t5cli.models.network import LayerNorm, _add_bias
+    from t5cli.models.network import LayerNorm, _add_bias, _attention_scores
 
     kx, kg, kb = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, (3, 5, 16))
@@ -237,3 +238,14 @@ def test_norm_scale_and_shared_bias_gradients_equal_autodiff():
         for a, b in zip(ours, ref):
             assert a.shape == b.shape
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+    query = jax.random.normal(kx, (2, 5, 3, 4))  # [batch, q, heads, head_dim]
+    key = jax.random.normal(kb, (2, 7, 3, 4))
+    g = jax.random.normal(kg, (2, 3, 5, 7))
+    ours = jax.jit(jax.grad(lambda q, k: jnp.sum(_attention_scores(q, k) * g), argnums=(0, 1)))(
+        query, key)
+    ref = jax.grad(lambda q, k: jnp.sum(jnp.einsum("bqhd,bkhd->bhqk", q, k) * g), argnums=(0, 1))(
+        query, key)
+    for a, b in zip(ours, ref):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -329,6 +329,31 @@ def _add_bias_bwd(shared_by_batch, _, grad):
 _add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
+@jax.custom_vjp
+def _attention_scores(query, key):
+    """``einsum("bqhd,bkhd->bhqk")`` in float32 whose key gradient is a plain batched
+    product: autodiff contracts the scores' gradient over its query axis, a transposed
+    operand that XLA on CPU hands to its slower generic dot."""
+    return jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+
+
+def _attention_scores_fwd(query, key):
+    return _attention_scores(query, key), (query, key)
+
+
+def _attention_scores_bwd(residuals, grad):
+    query, key = residuals
+    grad = grad.astype(query.dtype)
+    grad_query = jnp.einsum("bhqk,bkhd->bqhd", grad, key, preferred_element_type=jnp.float32)
+    query_t = jax.lax.optimization_barrier(jnp.transpose(query, (0, 2, 3, 1)))  # [b, h, d, q]
+    grad_key_t = jnp.einsum("bhdq,bhqk->bhdk", query_t, grad, preferred_element_type=jnp.float32)
+    return (grad_query.astype(query.dtype),
+            jnp.transpose(grad_key_t, (0, 3, 1, 2)).astype(key.dtype))
+
+
+_attention_scores.defvjp(_attention_scores_fwd, _attention_scores_bwd)
+
+
 def make_attention_mask(query_valid, key_valid, query_segments=None, key_segments=None):
     """Boolean mask [B, 1, Lq, Lk]: both ends valid and, if given, in the same segment."""
     mask = query_valid[:, None, :, None] & key_valid[:, None, None, :]
@@ -373,7 +398,7 @@ class MultiHeadAttention(nn.Module):
                 value = cached_value.value.at[rows, decode_index].set(value[:, 0])
                 cached_key.value, cached_value.value = key, value
 
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+        logits = _attention_scores(query, key)
         if bias is not None:
             logits = _add_bias(logits, bias.astype(jnp.float32),
                                bias.shape[0] == 1 and logits.shape[0] != 1)
