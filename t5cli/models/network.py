@@ -312,8 +312,9 @@ class RelativePositionBias(nn.Module):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _add_bias(logits, bias, shared_by_batch):
     """``logits + bias``; with ``shared_by_batch`` the bias has batch size 1 and its gradient
-    is the batch sum of the logits' gradient. Autodiff would fuse that sum with the softmax
-    gradient of every layer sharing the bias and recompute it, ~4x slower on CPU."""
+    is the batch sum of the logits' gradient. Autodiff leaves XLA a reduction that it fuses
+    with the softmax gradient of every layer sharing the bias, recomputing them all on one
+    thread (~30 ms a step for T5 small on CPU)."""
     return logits + bias
 
 
