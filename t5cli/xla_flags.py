@@ -17,8 +17,8 @@ turns the defaults off altogether.
 - ``--xla_cpu_copy_insertion_use_region_analysis=true``: without it XLA copies every
   donated parameter at the start of a training step (one per weight matrix: 144 for T5 1.1
   small) so that the optimizer can write the new value in place; the finer analysis sees
-  that every read of the old value comes first and drops the copies, for float32 and
-  bfloat16 alike.
+  that every read of the old value comes first and drops the copies, whatever the
+  activation dtype.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import os
 from importlib import metadata
 from typing import Dict
 
-#: flag -> (value, minimum jaxlib version, activation dtypes it is for)
+#: flag -> (value, minimum jaxlib version, activation dtypes it is for; None: every dtype)
 DEFAULTS: Dict[str, tuple] = {
     "--xla_cpu_experimental_ynn_fusion_type": ("dot", (0, 10), ("float32",)),
-    "--xla_cpu_copy_insertion_use_region_analysis": ("true", (0, 10), ("float32", "bfloat16")),
+    "--xla_cpu_copy_insertion_use_region_analysis": ("true", (0, 10), None),
 }
 
 
@@ -61,7 +61,8 @@ def apply_defaults(environ=os.environ, activation_dtype: str = "float32") -> str
         return current
     version = _jaxlib_version()
     added = [f"{flag}={value}" for flag, (value, since, dtypes) in DEFAULTS.items()
-             if flag not in current and version >= since and str(activation_dtype) in dtypes]
+             if flag not in current and version >= since
+             and (dtypes is None or str(activation_dtype) in dtypes)]
     if added:
         environ["XLA_FLAGS"] = " ".join([current] + added).strip()
     return environ.get("XLA_FLAGS", "")
