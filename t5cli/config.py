@@ -243,8 +243,12 @@ def call(name: str, **kwargs) -> Any:
     """Call the configurable ``name`` with gin's bindings (plus ``kwargs``).
 
     gin appends "In call to configurable …" to exceptions raised inside; a T5CliError
-    comes out clean again, so the CLI prints one line.
+    comes out clean again, so the CLI prints one line. gin's bindings are cleared when the
+    call returns: a later call from Python in the same process must neither take this
+    run's values for arguments it leaves out nor record this run's config as its own.
     """
+    import gin
+
     from t5cli.errors import T5CliError
 
     try:
@@ -258,6 +262,8 @@ def call(name: str, **kwargs) -> Any:
             Exception.__init__(clean, message)
             raise clean.with_traceback(exc.__traceback__) from None
         raise
+    finally:
+        gin.clear_config()
 
 
 def macro_value(name: str, default: Any = None) -> Any:

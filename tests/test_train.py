@@ -382,6 +382,20 @@ def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
 
     assert load_model(load_runtime(), str(model_dir)).model.config.dtype == "bfloat16"
 
+    # the CLI run leaves no gin bindings behind: a train() called next from Python in this
+    # process takes its own defaults (float32) and records its own arguments
+    from t5cli.infer import recorded_model_overrides
+    from t5cli.train import train
+
+    plain_dir = tmp_path / "plain"
+    train(model_dir=str(plain_dir), mixture_or_task_name=TASK, model_name="byt5_tiny",
+          model_overrides=TINY_DICT, task_feature_lengths={"inputs": 48, "targets": 48},
+          total_steps=1, batch_size=4, checkpoint_period=None, eval_period=None,
+          infer_eval_period=0)
+    assert "ACTIVATION_DTYPE" not in (plain_dir / "config.gin").read_text()
+    assert recorded_model_overrides(plain_dir) == TINY_DICT
+    assert built[-1].config.dtype == "float32"
+
 
 def test_errors_are_t5cli_errors():
     assert issubclass(UnknownNameError, T5CliError) and issubclass(ConfigError, T5CliError)
