@@ -6,22 +6,25 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+
 from t5cli import xla_flags
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
+TREE = "--xla_disable_hlo_passes=tree_reduction_rewriter"
 
 
 def test_defaults_are_added_next_to_the_users_flags():
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     value = xla_flags.apply_defaults(env)
-    assert value == f"--xla_force_host_platform_device_count=4 {FLAG}=dot {COPIES}"
+    assert value == f"--xla_force_host_platform_device_count=4 {FLAG}=dot {COPIES} {TREE}"
     assert xla_flags.apply_defaults(env) == value  # idempotent
 
 
 def test_a_flag_the_user_set_wins_and_the_defaults_can_be_turned_off():
     env = {"XLA_FLAGS": f"{FLAG}=individual_dot"}
-    assert xla_flags.apply_defaults(env) == f"{FLAG}=individual_dot {COPIES}"
+    assert xla_flags.apply_defaults(env) == f"{FLAG}=individual_dot {COPIES} {TREE}"
     assert xla_flags.apply_defaults({"T5CLI_XLA_DEFAULTS": "0"}) == ""
 
 
@@ -33,16 +36,16 @@ def test_jax_starts_with_the_defaults_in_a_fresh_process():
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "T5CLI_XLA_DEFAULTS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env)
-    assert out.stdout.split() == ["16.0", f"{FLAG}=dot", COPIES]
+    assert out.stdout.split() == ["16.0", f"{FLAG}=dot", COPIES, TREE]
 
 
 def test_bfloat16_training_keeps_xla_default_dot_path():
     """The YNNPACK dot-only flag halves bfloat16 matmul speed on CPU: float32 runs only."""
-    assert xla_flags.apply_defaults({}, activation_dtype="bfloat16") == COPIES
-    assert xla_flags.apply_defaults({}, activation_dtype="float32") == f"{FLAG}=dot {COPIES}"
+    assert xla_flags.apply_defaults({}, activation_dtype="bfloat16") == f"{COPIES} {TREE}"
+    assert xla_flags.apply_defaults({}, activation_dtype="float32") == f"{FLAG}=dot {COPIES} {TREE}"
 
 
-_COUNT_PARAM_COPIES = """
+_TINY_TRAIN_STEP = """
 import re, sys
 import numpy as np
 from t5cli import xla_flags
@@ -64,16 +67,37 @@ batch = {"encoder_input_tokens": tokens, "decoder_target_tokens": tokens,
 step = jax.jit(make_train_step(model, tx, optim.constant_schedule(1e-3), use_dropout=True),
                donate_argnums=(0,))
 hlo = step.lower(state, batch, jax.random.PRNGKey(1)).compile().as_text()
-print(len(re.findall(r"copy\\(%state", hlo)))
+losses = []
+for _ in range(3):
+    state, metrics = step(state, batch, jax.random.PRNGKey(1))
+    losses.append(float(metrics["loss"]))
+total = sum(float(np.abs(np.asarray(x, np.float64)).sum()) for x in jax.tree_util.tree_leaves(state))
+print(len(re.findall(r"copy\\(%state", hlo)), hlo.count("reduce-window("), *losses, total)
 """
 
 
-def test_the_train_step_updates_donated_parameters_without_copying_them():
+def _compile_tiny_train_step():
+    """{mode: (parameter copies, reduce-windows, three losses, |state| sum)} for a t5_1_1_tiny
+    train step compiled with t5cli's XLA defaults and with XLA's own."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "T5CLI_XLA_DEFAULTS")}
-    counts = {}
+    result = {}
     for mode in ("defaults", "xla-alone"):
-        out = subprocess.run([sys.executable, "-c", _COUNT_PARAM_COPIES, mode], capture_output=True,
+        out = subprocess.run([sys.executable, "-c", _TINY_TRAIN_STEP, mode], capture_output=True,
                              text=True, check=True, env=env)
-        counts[mode] = int(out.stdout.split()[-1])
-    assert counts["xla-alone"] > 20  # one per matrix of the tiny model
-    assert counts["defaults"] == 0
+        copies, windows, *numbers = out.stdout.split()[-6:]
+        result[mode] = (int(copies), int(windows), [float(x) for x in numbers[:3]], float(numbers[3]))
+    return result
+
+
+def test_the_defaults_drop_parameter_copies_and_reduce_windows_but_not_accuracy():
+    """Donated parameters are updated in place (no copy per matrix), reductions are no longer
+    split through reduce-windows, and three training steps give the same numbers."""
+    result = _compile_tiny_train_step()
+    copies, windows, losses, total = result["defaults"]
+    xla_copies, xla_windows, xla_losses, xla_total = result["xla-alone"]
+    assert xla_copies > 20  # one per matrix of the tiny model
+    assert copies == 0
+    assert xla_windows > 20  # softmax, loss and Adafactor sums
+    assert windows == 0
+    np.testing.assert_allclose(losses, xla_losses, rtol=1e-5)
+    np.testing.assert_allclose(total, xla_total, rtol=1e-6)
