@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from t5cli.errors import ConfigError
+from t5cli.reductions import mean_over_axis
 
 Schedule = Callable[[Any], Any]
 
@@ -127,8 +128,8 @@ def scale_by_adafactor(decay_rate: float = 0.8, clipping_threshold: Optional[flo
             dims = _factored_dims(param.shape, factored, min_dim_size_to_factor)
             if dims is not None:
                 d1, d0 = dims
-                v_row = decay * v_row + (1.0 - decay) * jnp.mean(grad_sqr, axis=d0)
-                v_col = decay * v_col + (1.0 - decay) * jnp.mean(grad_sqr, axis=d1)
+                v_row = decay * v_row + (1.0 - decay) * mean_over_axis(grad_sqr, d0)
+                v_col = decay * v_col + (1.0 - decay) * mean_over_axis(grad_sqr, d1)
                 row_axis = d1 - 1 if d1 > d0 else d1
                 row_factor = jax.lax.rsqrt(v_row / jnp.mean(v_row, axis=row_axis, keepdims=True))
                 update = (grad * jnp.expand_dims(row_factor, d0)

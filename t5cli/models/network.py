@@ -82,6 +82,7 @@ import jax
 import jax.numpy as jnp
 
 from t5cli.models.configs import T5Config
+from t5cli.reductions import sum_leading_axes
 
 NEG_INF = -1e10  # added to masked attention logits (float32)
 
@@ -175,20 +176,10 @@ class Dense(nn.Module):
         return dense_product(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
-def _sum_leading_axes(x, num_axes):
-    """Sum of ``x`` over its first ``num_axes`` axes, written as a product with a row of
-    ones. XLA on CPU turns a plain reduction over many rows into a windowed reduction that
-    runs on one thread at ~2 GB/s and fuses with whatever produced its operand, recomputing
-    it; a matrix-vector product reads a stored operand once, at memory speed."""
-    rows = math.prod(x.shape[:num_axes])
-    flat = x.reshape(rows, -1)
-    return jnp.dot(jnp.ones((1, rows), x.dtype), flat).reshape(x.shape[num_axes:])
-
-
 @jax.custom_vjp
 def _scale_features(x, scale):
     """``x * scale`` for a per-feature ``scale``, whose gradient sums rows with a product
-    (see :func:`_sum_leading_axes`)."""
+    (see :func:`t5cli.reductions.sum_leading_axes`)."""
     return x * scale
 
 
@@ -198,7 +189,7 @@ def _scale_features_fwd(x, scale):
 
 def _scale_features_bwd(residuals, grad):
     x, scale = residuals
-    return grad * scale, _sum_leading_axes(grad * x, x.ndim - 1)
+    return grad * scale, sum_leading_axes(grad * x, x.ndim - 1)
 
 
 _scale_features.defvjp(_scale_features_fwd, _scale_features_bwd)
@@ -323,7 +314,7 @@ def _add_bias_fwd(logits, bias, shared_by_batch):
 
 
 def _add_bias_bwd(shared_by_batch, _, grad):
-    grad_bias = _sum_leading_axes(grad, 1)[None] if shared_by_batch else grad
+    grad_bias = sum_leading_axes(grad, 1)[None] if shared_by_batch else grad
     return grad, grad_bias
 
 
