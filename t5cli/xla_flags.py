@@ -23,7 +23,7 @@ turns the defaults off altogether.
   over more than 32 elements into a reduce-window and a second reduce, and the first stage
   cannot take in what it reduces, so ``sum(g * g)`` writes ``g * g`` to memory first. In
   Adafactor that is three full-size temporaries per weight matrix: its update over T5 1.1
-  small's parameters took 270 ms alone with the pass and 144 ms without it (2-core
+  small's parameters took 270 ms alone with the pass and 149 ms without it (2-core
   AVX-512 CPU), and the softmax and loss reductions lose the same extra pass. t5cli's own
   large sums (Adafactor's mean squares) are written as a sum of row sums, which keeps their
   float32 accuracy without the pass.
