@@ -215,7 +215,7 @@ def test_loss_gradients_match_hf(imported, tmp_path):
 
     from t5cli import losses
 
-    kind, model, _, config, params = imported
+    _, model, _, config, params = imported
     labels = torch.tensor(np.where(TGT > 0, TGT, -100))
     model.zero_grad(set_to_none=True)
     out = model(input_ids=torch.tensor(ENC), attention_mask=torch.tensor(ENC != 0),
@@ -228,6 +228,7 @@ def test_loss_gradients_match_hf(imported, tmp_path):
     with torch.no_grad():
         for (_, p), (_, g) in zip(model.named_parameters(), grads_model.named_parameters()):
             g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+    model.zero_grad(set_to_none=True)  # the fixture's model is shared with other tests
     grads_model.save_pretrained(str(tmp_path), safe_serialization=True)
     _, theirs = hfio.import_hf(str(tmp_path))
 
