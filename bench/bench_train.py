@@ -8,6 +8,12 @@ CPU: T5X 198 target tokens/s, HF 317.
 
     python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf] [--model t5_1_1_small]
                                 [--dropout 0.1] [--dtype float32|bfloat16] [--hf-malloc]
+                                [--rounds 1]
+
+With ``--rounds N`` the two sides run N times, alternating (t5cli, HF, t5cli, HF, ...),
+each time in a fresh process; the table gives each side's median over the rounds and the
+median, lowest and highest of the per-round ratios. On a shared machine whose speed drifts,
+that compares the two under the same conditions more fairly than one run each.
 """
 
 from __future__ import annotations
@@ -170,6 +176,8 @@ def main(argv=None) -> int:
                          "torch.autocast to the same dtype; parameters stay float32 on both sides")
     ap.add_argument("--hf-malloc", action="store_true",
                     help="give HF the same glibc malloc settings t5cli uses (t5cli/host_allocator.py)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run both sides this many times, alternating, and report medians")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-jax", action="store_true")
     ap.add_argument("--only", choices=("jax", "hf"), help=argparse.SUPPRESS)  # child process
@@ -180,23 +188,36 @@ def main(argv=None) -> int:
 
     # Each implementation runs in a process of its own: with torch loaded beside JAX, its
     # OpenMP worker threads took CPU from XLA's and the JAX step ran ~15% slower.
-    results = []
-    for which in [w for w, skip in (("jax", args.skip_jax), ("hf", args.skip_hf)) if not skip]:
-        child = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--skip-hf", "--skip-jax")]
-        out = subprocess.run([sys.executable, __file__, *child, "--only", which], text=True,
-                             stdout=subprocess.PIPE, check=True).stdout
-        results.append(json.loads(out.rsplit("RESULT ", 1)[1]))
+    sides = [w for w, skip in (("jax", args.skip_jax), ("hf", args.skip_hf)) if not skip]
+    child = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--skip-hf", "--skip-jax")]
+    rounds = []
+    for _ in range(max(1, args.rounds)):
+        results = []
+        for which in sides:
+            out = subprocess.run([sys.executable, __file__, *child, "--only", which], text=True,
+                                 stdout=subprocess.PIPE, check=True).stdout
+            results.append(json.loads(out.rsplit("RESULT ", 1)[1]))
+        rounds.append(results)
     target_tokens = args.batch_size * args.target_length
     print(f"\n{args.model}, batch {args.batch_size} x {args.input_length}/{args.target_length}, "
           f"{args.dtype}, dropout {args.dropout}, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"{os.cpu_count()} CPU(s), one process each")
+          f"{os.cpu_count()} CPU(s), one process each"
+          + (f", {len(rounds)} alternating rounds" if len(rounds) > 1 else ""))
     print(f"{'implementation':<28}{'step s (median)':>16}{'target tok/s':>14}  notes")
-    for r in results:
-        note = f"{r['note'] + ', ' if r['note'] else ''}last loss {r['loss']:.3f}, load {r['load']:.1f}"
-        print(f"{r['name']:<28}{r['step_seconds']:>16.3f}{target_tokens / r['step_seconds']:>14.1f}  {note}")
-    if len(results) == 2:
-        speed_up = results[1]["step_seconds"] / results[0]["step_seconds"]
-        print(f"speed-up t5cli / HF: {speed_up:.2f}x (target >= 1.5x)")
+    for i in range(len(sides)):
+        runs = [results[i] for results in rounds]
+        step = statistics.median(r["step_seconds"] for r in runs)
+        r = runs[-1]
+        if len(runs) > 1:
+            each = " ".join(f"{x['step_seconds']:.3f}" for x in runs)
+            note = f"{r['note'] + ', ' if r['note'] else ''}rounds {each}"
+        else:
+            note = f"{r['note'] + ', ' if r['note'] else ''}last loss {r['loss']:.3f}, load {r['load']:.1f}"
+        print(f"{r['name']:<28}{step:>16.3f}{target_tokens / step:>14.1f}  {note}")
+    if len(sides) == 2:
+        ratios = [results[1]["step_seconds"] / results[0]["step_seconds"] for results in rounds]
+        spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else ""
+        print(f"speed-up t5cli / HF: {statistics.median(ratios):.2f}x{spread} (target >= 1.5x)")
     return 0
 
 
