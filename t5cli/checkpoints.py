@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import jax
 import numpy as np
 
-from t5cli.errors import CheckpointError
+from t5cli.errors import CheckpointError, first_line
 
 PARAMS, OPT_STATE, META = "params", "opt_state", "train_meta"
 STEP_PREFIX = "checkpoint"
@@ -122,7 +122,7 @@ def _tree_metadata(item_dir) -> Any:
     try:
         meta = ocp.StandardCheckpointHandler().metadata(item_dir)
     except Exception as exc:  # unreadable or not an orbax tree
-        raise CheckpointError(f"cannot read checkpoint {item_dir}: {type(exc).__name__}: {exc}") from None
+        raise _unreadable("cannot read checkpoint", item_dir, exc) from None
     tree = getattr(meta, "item_metadata", meta)
     return getattr(tree, "tree", tree)
 
@@ -133,7 +133,15 @@ def _restore_tree(item_dir, target) -> Any:
     try:
         return ocp.StandardCheckpointHandler().restore(item_dir, args=ocp.args.StandardRestore(target))
     except Exception as exc:
-        raise CheckpointError(f"cannot restore {item_dir}: {type(exc).__name__}: {exc}") from None
+        raise _unreadable("cannot restore", item_dir, exc) from None
+
+
+def _unreadable(what: str, item_dir, exc: BaseException) -> CheckpointError:
+    step_dir = _epath(item_dir).parent
+    return CheckpointError(
+        f"{what} {item_dir}: {type(exc).__name__}: {first_line(exc)}; the checkpoint is damaged "
+        f"or incomplete: point at an earlier checkpoint_<N>, or move {step_dir.name} out of "
+        f"{step_dir.parent} to resume from the one before it")
 
 
 # --- parameters only (init / eval / infer / export) ------------------------------------------------

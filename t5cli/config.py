@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from t5cli.errors import ConfigError
+from t5cli.errors import ConfigError, first_line
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -48,7 +48,7 @@ REQUIRED_MACROS = {
     "MIXTURE_OR_TASK_NAME": "--task NAME",
     "TASK_FEATURE_LENGTHS": "--feature-lengths inputs=N,targets=N",
     "TRAIN_STEPS": "--steps N",
-    "MODEL_NAME": "--model NAME (or a gin file of t5cli/configs/models)",
+    "MODEL_NAME": "--model NAME, a model gin file from t5cli/configs/models",
     "INITIAL_CHECKPOINT_PATH": "--init-checkpoint PATH",
     "CHECKPOINT_PATH": "--checkpoint PATH",
     "EVAL_OUTPUT_DIR": "--output-dir DIR",
@@ -135,11 +135,19 @@ def model_gin_file(model: Optional[str]) -> Optional[str]:
     return None
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (its type name if it has none)."""
-    text = str(exc).strip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return " ".join(lines[:1]) if lines else type(exc).__name__
+def gin_reason(exc: BaseException) -> str:
+    """What went wrong in a gin file or binding, in the user's terms: gin reports a value it
+    cannot read as Python's "malformed node or string" with the token on a second line."""
+    import re
+
+    text = str(exc)
+    token = re.search(r"Failed to parse token '(.*?)'", text)
+    if token:
+        return (f"cannot read the value {token.group(1)!r}: gin values are Python literals, "
+                f"@references or %MACROS, so write text in quotes (NAME = \"{token.group(1)}\")")
+    if "EOF in multi-line statement" in text:
+        return "a bracket or quote is not closed"
+    return first_line(exc)
 
 
 def _location(exc: BaseException) -> str:
@@ -227,7 +235,7 @@ def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
             raise ConfigError(f"gin file {path!r}: {first_line(exc)}") from None
         except Exception as exc:
             where = _location(exc)
-            raise ConfigError(f"gin file {path!r}: {first_line(exc)}" + (f" ({where})" if where else "")) from None
+            raise ConfigError(f"gin file {path!r}: {gin_reason(exc)}" + (f" ({where})" if where else "")) from None
     for binding, flag in [(b, "shortcut") for b in shortcuts] + [(b, "--gin") for b in bindings]:
         try:
             gin.parse_config(binding)
@@ -236,7 +244,7 @@ def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
             hint = ""
             if "No configurable" in str(exc):
                 hint = f"; t5cli's configurables: {', '.join(sorted(_REGISTERED))}"
-            raise ConfigError(f"{origin}: {first_line(exc)}{hint}") from None
+            raise ConfigError(f"{origin}: {gin_reason(exc)}{hint}") from None
 
 
 def call(name: str, **kwargs) -> Any:
@@ -287,7 +295,7 @@ def check_required(names: Iterable[str]) -> None:
         value = macro_value(name, missing)
         if value is missing or is_required_marker(value):
             flag = REQUIRED_MACROS.get(name, f"--gin {name}=VALUE")
-            raise ConfigError(f"{name} is not set: pass {flag} (or --gin {name}=...)")
+            raise ConfigError(f"{name} is not set: pass {flag}, or --gin {name}=...")
 
 
 def finalize() -> None:

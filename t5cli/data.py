@@ -124,7 +124,7 @@ def data_error(task_name: str, split: str, exc: BaseException) -> DataError:
     """The DataError for a task whose ``split`` could not be read: the task and the error, one line."""
     import re
 
-    from t5cli.config import first_line
+    from t5cli.errors import first_line
 
     # tf.data errors name the graph node and the iterator chain before the cause
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first_line(exc))

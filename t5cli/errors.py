@@ -6,6 +6,12 @@ import difflib
 from typing import Iterable
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class T5CliError(Exception):
     """An error caused by user input: its message names the thing and the fix."""
 

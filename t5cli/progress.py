@@ -48,8 +48,11 @@ class Progress:
             return True
         return bool(self.every_seconds) and self.clock() - self._last_time >= self.every_seconds
 
-    def report(self, step: int, loss: Optional[float] = None, extra: str = "") -> str:
-        """Print one line and start a new measuring interval; returns the line."""
+    def report(self, step: int, loss: Optional[float] = None, extra: str = "",
+               loss_per_token: Optional[float] = None) -> str:
+        """Print one line and start a new measuring interval; returns the line. ``loss`` is
+        the optimised loss (a sum over tokens under T5X's default normalisation), shown
+        next to ``loss_per_token`` when that is given."""
         now = self.clock()
         dt = max(now - self._last_time, 1e-9)
         steps = step - self._last_step
@@ -60,6 +63,8 @@ class Progress:
         parts = [f"{self.prefix} step {step}/{self.total_steps}"]
         if loss is not None:
             parts.append(f"loss {loss:.4f}")
+        if loss_per_token is not None:
+            parts.append(f"{loss_per_token:.4f}/token")
         parts += [f"{sps:.2f} steps/s", f"{tps:,.0f} tokens/s", f"ETA {eta}"]
         if extra:
             parts.append(extra)

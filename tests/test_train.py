@@ -60,8 +60,14 @@ def csv_rows(text: str):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One real `t5 train` run through the CLI (gin run file, flags, --gin overrides)."""
+    import contextlib
+    import io
+
     model_dir = tmp_path_factory.mktemp("run") / "model"
-    run_cli(*train_args(model_dir))
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        run_cli(*train_args(model_dir))
+    (model_dir.parent / "stderr.txt").write_text(stderr.getvalue())
     return model_dir
 
 
@@ -92,6 +98,22 @@ def test_train_writes_the_model_dir(trained):
     assert record["task"] == TASK and record["model"] == "byt5_tiny"
     assert (trained / "training_eval" / TASK).is_dir()
     assert (trained / "inference_eval" / TASK).is_dir()
+
+
+def test_progress_lines_match_the_summaries(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    line = re.compile(r"^train step (\d+)/40 \| loss ([\d.]+) \| ([\d.]+)/token \| ([\d.]+) steps/s "
+                      r"\| ([\d,]+) tokens/s \| ETA (\S+)$")
+    found = [m for m in map(line.match, (trained.parent / "stderr.txt").read_text().splitlines()) if m]
+    assert [int(m.group(1)) for m in found] == [10, 20, 30, 40]
+    acc = EventAccumulator(str(trained / "train"))
+    acc.Reload()
+    per_token = [e.value for e in acc.Scalars("loss_per_nonpadding_target_token")]
+    for m, value in zip(found, per_token):
+        assert float(m.group(3)) == pytest.approx(value, abs=1e-4)
+        assert float(m.group(4)) > 0 and float(m.group(5).replace(",", "")) > 0
+    assert found[0].group(6) != "-" and found[-1].group(6) == "-"  # ETA until the end
 
 
 def test_train_events_have_the_tags_and_loss_falls(trained):
@@ -185,6 +207,8 @@ def test_rerun_when_done_changes_nothing(trained, t5):
     (["--gin", "train.no_such_param = 1"], "doesn't have a parameter named 'no_such_param'"),
     (["--gin", "nonexistent_fn.x = 1"], "No configurable matching 'nonexistent_fn'"),
     (["--gin-file", "no_such_file.gin"], "gin file 'no_such_file.gin' not found"),
+    (["--gin", "BATCH_SIZE = eight"], "cannot read the value 'eight': gin values are Python literals"),
+    (["--gin", "BATCH_SIZE = [8"], "BATCH_SIZE = [8': a bracket or quote is not closed"),
     (["--model", "byt5_tinyy"], "unknown model 'byt5_tinyy'; did you mean 'byt5_tiny'"),
     (["--task", "number_words_en_dee"], "unknown task 'number_words_en_dee'"),
     (["--feature-lengths", "inputs=48"], "no length for feature 'targets'"),
@@ -214,6 +238,9 @@ def test_required_flags_are_named(t5, tmp_path):
     assert r.exit_code != 0 and "INITIAL_CHECKPOINT_PATH is not set: pass --init-checkpoint" in r.err
     r = t5("train", "--model", "byt5_tiny", "--task", TASK, "--steps", "10", "--feature-lengths", LENGTHS)
     assert r.exit_code != 0 and "MODEL_DIR is not set: pass --model-dir" in r.err
+    r = t5("train", "--task", TASK, "--model-dir", str(tmp_path / "m"), "--steps", "10",
+           "--feature-lengths", LENGTHS)
+    assert r.exit_code != 0 and "MODEL_NAME is not set: pass --model NAME, a model gin file" in r.err
     assert not (tmp_path / "m").exists()
 
 
@@ -229,6 +256,23 @@ def test_finetune_from_mismatched_checkpoint_names_the_parameter(trained, tmp_pa
     assert "does not match the model: parameter" in r.err and "mlp" in r.err, r.err
     assert "64" in r.err and "96" in r.err, r.err
     assert listing(model_dir) == ["notes.txt"] and listing(trained) == before
+
+
+def test_damaged_checkpoint_is_one_line_and_deletes_nothing(trained, tmp_path, t5):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained, model_dir)
+    (model_dir / "checkpoint_40" / "params" / "_sharding").write_text("{not json")
+    before = listing(model_dir)
+    resume = t5(*train_args(model_dir, steps=60))
+    evaluate = t5("eval", "--checkpoint", model_dir / "checkpoint_40", "--task", TASK,
+                  "--feature-lengths", LENGTHS, "--output-dir", tmp_path / "eval")
+    for r in (resume, evaluate):
+        assert r.exit_code == 1 and r.err.strip().count("\n") == 0, r.err
+        assert f"{model_dir / 'checkpoint_40' / 'params'}" in r.err
+        assert "damaged or incomplete" in r.err and "move checkpoint_40 out of" in r.err, r.err
+    assert listing(model_dir) == before
 
 
 def test_finetune_steps_count_from_the_initial_checkpoint(trained, tmp_path):
