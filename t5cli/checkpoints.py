@@ -35,9 +35,13 @@ _STEP_DIR = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
 # --- finding checkpoints ---------------------------------------------------------------------
 
 def _epath(path):
+    """An epath for ``path``; local paths made absolute, as orbax requires."""
     from etils import epath
 
-    return epath.Path(os.path.expanduser(str(path)))
+    text = os.path.expanduser(str(path))
+    if "://" not in text:
+        text = os.path.abspath(text)
+    return epath.Path(text)
 
 
 def all_steps(model_dir) -> List[int]:

@@ -147,6 +147,12 @@ def gin_reason(exc: BaseException) -> str:
                 f"@references or %MACROS, so write text in quotes (NAME = \"{token.group(1)}\")")
     if "EOF in multi-line statement" in text:
         return "a bracket or quote is not closed"
+    module = re.search(r"No module named '((t5x|t5|flaxformer)\b[\w.]*)'", text)
+    if module:
+        return (f"it imports T5X's Python module {module.group(1)!r}, which t5cli does not use: "
+                f"delete the `import`/`from ... import` lines that name t5, t5x or flaxformer "
+                f"(T5X's includes t5x/configs/runs/*.gin and t5x/examples/t5/*/*.gin and its "
+                f"macros work as they are)")
     return first_line(exc)
 
 

@@ -275,6 +275,46 @@ def test_damaged_checkpoint_is_one_line_and_deletes_nothing(trained, tmp_path, t
     assert listing(model_dir) == before
 
 
+T5X_STYLE_GIN = """\
+from __gin__ import dynamic_registration
+{imports}
+include "t5x/examples/t5/byt5/small.gin"
+include "t5x/configs/runs/finetune.gin"
+
+MIXTURE_OR_TASK_NAME = "{task}"
+TASK_FEATURE_LENGTHS = {{"inputs": 48, "targets": 48}}
+TRAIN_STEPS = 30
+DROPOUT_RATE = 0.0
+INITIAL_CHECKPOINT_PATH = "trained/checkpoint_20"
+"""
+
+
+def test_finetune_with_a_t5x_gin_file(trained, tmp_path, t5, monkeypatch):
+    """A T5X example gin file, T5X's include paths and flag spellings, relative paths."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(trained, tmp_path / "trained")
+    (tmp_path / "wmt_finetune.gin").write_text(T5X_STYLE_GIN.format(imports="", task=TASK))
+    args = ["finetune", "--gin_file=wmt_finetune.gin", "--gin.MODEL_DIR='ft'", "--gin.BATCH_SIZE=16",
+            "--gin.MODEL_NAME='byt5_tiny'", f"--gin.train.model_overrides={TINY_RUN}",
+            "--gin.train.learning_rate_schedule=@constant_schedule()",
+            "--gin.constant_schedule.base_learning_rate=0.01", "--gin.train.eval_period=20",
+            "--gin.train.eval_steps=2"]
+    r = t5(*args)
+    assert r.exit_code == 0, r.err
+    assert (tmp_path / "ft" / "checkpoint_30").is_dir()
+    record = json.loads((tmp_path / "ft" / "t5cli_run.json").read_text())
+    assert record["train"]["initial_step"] == 20 and record["task"] == TASK
+
+    # T5X's own Python modules are named, with the fix, and nothing is written
+    (tmp_path / "wmt_finetune.gin").write_text(T5X_STYLE_GIN.format(
+        imports="import __main__ as train_script\nfrom t5.data import mixtures\n", task=TASK))
+    args[2] = "--gin.MODEL_DIR='ft2'"
+    r = t5(*args)
+    assert r.exit_code == 1 and r.err.strip().count("\n") == 0, r.err
+    assert "imports T5X's Python module 't5'" in r.err and "delete the `import`" in r.err, r.err
+    assert not (tmp_path / "ft2").exists()
+
+
 def test_finetune_steps_count_from_the_initial_checkpoint(trained, tmp_path):
     from t5cli.train import train
 
