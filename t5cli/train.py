@@ -267,12 +267,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
                     result.losses.append(summary["loss"])
                     pending, interval_start, interval_tokens = [], time.monotonic(), 0.0
                     if progress.due(step):
-                        progress.report(step, summary["loss"], loss_per_token=summary[
-                            "loss_per_nonpadding_target_token"])
+                        _report(progress, step, summary)
                 elif progress.due(step):
-                    m = jax.device_get(metrics)
-                    progress.report(step, float(m["loss_normalized"]), loss_per_token=float(
-                        m["unweighted_loss"]) / max(float(m["weight_sum"]), 1.0))
+                    _report(progress, step, _summarize(jax.device_get([metrics])))
                 save_now = bool(checkpoint_period and step % checkpoint_period == 0) or last
                 eval_now = bool(eval_tasks and eval_period and (step % eval_period == 0 or last))
                 infer_now = bool(on_eval is not None and infer_period and (step % infer_period == 0 or last))
@@ -409,6 +406,10 @@ def _opt_shardings(abstract_opt, abstract_params, param_shardings, mesh):
         return replicated(mesh)
 
     return jax.tree_util.tree_map_with_path(pick, abstract_opt)
+
+
+def _report(progress, step: int, summary: Mapping[str, float]) -> None:
+    progress.report(step, summary["loss"], loss_per_token=summary["loss_per_nonpadding_target_token"])
 
 
 def _summarize(pending: List[Dict[str, Any]]) -> Dict[str, float]:
