@@ -52,9 +52,9 @@ def jax_runner(config, batch):
     import jax.numpy as jnp
     import optax
 
-    from t5cli import optim, partitioning
+    from t5cli.runtime import optim, partitioning
     from t5cli.models.model import EncoderDecoderModel
-    from t5cli.train import make_train_step
+    from t5cli.runtime.train import make_train_step
 
     model = EncoderDecoderModel(config)
     mesh = partitioning.create_mesh(1)
@@ -134,7 +134,7 @@ def hf_runner(config, batch, dtype="float32"):
 
 def measure(args, which: str) -> dict:
     """Time one implementation ('jax' or 'hf') in this process; returns its figures."""
-    from t5cli import host_allocator, xla_flags
+    from t5cli.runtime import host_allocator, xla_flags
     from t5cli.models.configs import get_config
 
     if which == "jax":  # what train() does before JAX starts

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-from t5cli.hookspecs import hookimpl
+from t5cli.plugins.hookspecs import hookimpl
 
 from builtin_tasks import metrics, tasks
 

@@ -30,16 +30,16 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 
 #: (module, attribute, gin name): every gin configurable of t5cli, registered once
 CONFIGURABLES = (
-    ("t5cli.train", "train", "train"),
-    ("t5cli.optim", "adafactor", "adafactor"),
-    ("t5cli.optim", "adamw", "adamw"),
-    ("t5cli.optim", "constant_schedule", "constant_schedule"),
-    ("t5cli.optim", "rsqrt_schedule", "rsqrt_schedule"),
-    ("t5cli.optim", "linear_schedule", "linear_schedule"),
-    ("t5cli.optim", "cosine_schedule", "cosine_schedule"),
-    ("t5cli.evaluate", "evaluate", "evaluate"),
-    ("t5cli.infer", "infer", "infer"),
-    ("t5cli.export", "export", "export"),
+    ("t5cli.runtime.train", "train", "train"),
+    ("t5cli.runtime.optim", "adafactor", "adafactor"),
+    ("t5cli.runtime.optim", "adamw", "adamw"),
+    ("t5cli.runtime.optim", "constant_schedule", "constant_schedule"),
+    ("t5cli.runtime.optim", "rsqrt_schedule", "rsqrt_schedule"),
+    ("t5cli.runtime.optim", "linear_schedule", "linear_schedule"),
+    ("t5cli.runtime.optim", "cosine_schedule", "cosine_schedule"),
+    ("t5cli.runtime.evaluate", "evaluate", "evaluate"),
+    ("t5cli.runtime.infer", "infer", "infer"),
+    ("t5cli.runtime.export", "export", "export"),
 )
 
 #: macros a run needs, and the flag that sets each
@@ -102,7 +102,7 @@ def shortcut_bindings(*, task: Optional[str] = None, model: Optional[str] = None
                       dropout_rate: Optional[float] = None,
                       activation_dtype: Optional[str] = None) -> List[str]:
     """gin bindings for the command-line shortcuts that were given."""
-    from t5cli.data import parse_feature_lengths
+    from t5cli.runtime.data import parse_feature_lengths
 
     out = []
     if task is not None:

@@ -49,19 +49,19 @@ def run(model_dir: str = "demo_out", *, steps: int = 350, batch_size: int = 32,
     start = time.monotonic()
     model_dir = Path(model_dir).absolute()
     _prepare(model_dir)
-    _say(f"[demo] 1/4 loading JAX, TensorFlow and seqio ...")
+    _say("[demo] 1/4 loading JAX, TensorFlow and seqio ...")
     from t5cli.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.ERROR)  # seqio's advice on caching and lengths
-    from t5cli import optim
-    from t5cli.evaluate import evaluate, make_inference_evaluator
-    from t5cli.infer import infer
+    from t5cli.runtime import optim
+    from t5cli.runtime.evaluate import evaluate, make_inference_evaluator
+    from t5cli.runtime.infer import infer
     from t5cli.models.model import model_for
     from t5cli.plugins import load_runtime
-    from t5cli.train import train
+    from t5cli.runtime.train import train
 
     runtime = load_runtime()
     config = runtime.registry.model(MODEL).replace(dropout_rate=0.0)
@@ -83,13 +83,13 @@ def run(model_dir: str = "demo_out", *, steps: int = 350, batch_size: int = 32,
     on_eval.close()
     trained = time.monotonic()
 
-    _say(f"[demo] 3/4 evaluating the checkpoint on the held-out test split")
+    _say("[demo] 3/4 evaluating the checkpoint on the held-out test split")
     result = evaluate(checkpoint_path=str(model_dir), split="test", batch_size=64,
                       task_feature_lengths=LENGTHS, output_dir=str(model_dir / "test_eval"),
                       model_config=config, runtime=runtime)  # same model object: no recompiling
     metrics = result.metrics[TASK]
 
-    _say(f"[demo] 4/4 decoding a few test numbers")
+    _say("[demo] 4/4 decoding a few test numbers")
     from builtin_tasks.tasks import number_word_pairs
 
     pairs = number_word_pairs("test", 0, 999)
@@ -103,7 +103,7 @@ def run(model_dir: str = "demo_out", *, steps: int = 350, batch_size: int = 32,
     _say("\n[demo] validation metrics during training "
          "(t5 parse-metrics DIR/inference_eval --seqio-summaries):")
     try:
-        from t5cli.parse_metrics import parse_metrics
+        from t5cli.metrics.parse import parse_metrics
 
         parse_metrics(model_dir / "inference_eval", seqio_summaries=True, fmt="table",
                       stream=sys.stdout)

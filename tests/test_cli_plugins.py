@@ -260,7 +260,7 @@ def test_load_plugins_env_selects_entry_points_and_keeps_builtins(t5, tmp_path, 
 
 def test_user_dir_module_names_siblings_dataclasses_pickling(make_user_dir):
     from t5cli.plugins import load_runtime
-    from t5cli.user_dir import package_name
+    from t5cli.plugins.user_dir import package_name
 
     d = make_user_dir({
         "shapes.py": "import dataclasses\n\n@dataclasses.dataclass\nclass Point:\n    x: int\n    y: int = 2\n",
@@ -345,7 +345,7 @@ def test_gin_file_in_user_dir_imports_tasks(tmp_path, monkeypatch):
 
     from t5cli import config
     from t5cli.plugins import load_runtime
-    from t5cli.user_dir import package_name
+    from t5cli.plugins.user_dir import package_name
 
     monkeypatch.chdir(tmp_path)  # not the user dir: only the search path can find the file
     rt = load_runtime([EXAMPLE_USER_DIR])

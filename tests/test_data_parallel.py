@@ -11,7 +11,7 @@ from conftest import PYTHON, REPO, python_env
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
-    from t5cli.train import train
+    from t5cli.runtime.train import train
 
     tiny = dict(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_encoder_layers=1,
                 num_decoder_layers=1)

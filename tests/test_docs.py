@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO
 
-from t5cli import hookspecs
+from t5cli.plugins import hookspecs
 
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
 DOC = (REPO / "docs" / "plugins.md").read_text()

@@ -22,11 +22,11 @@ STEPS = 40
 def trained(tmp_path_factory):
     """A MODEL_DIR with checkpoints at steps 20 and 40 of a tiny model (overrides recorded
     only in config.gin, so eval/infer must recover them)."""
-    from t5cli import optim
-    from t5cli.evaluate import make_inference_evaluator
+    from t5cli.runtime import optim
+    from t5cli.runtime.evaluate import make_inference_evaluator
     from t5cli.models.model import model_for
     from t5cli.plugins import load_runtime
-    from t5cli.train import train
+    from t5cli.runtime.train import train
 
     runtime = load_runtime()
     model_dir = tmp_path_factory.mktemp("run") / "model"
@@ -45,7 +45,7 @@ def trained(tmp_path_factory):
 
 
 def test_inference_eval_during_training(trained):
-    from t5cli.parse_metrics import read_scalars
+    from t5cli.metrics.events import read_scalars
 
     scalars = read_scalars(str(trained / "train_infer_eval"), seqio_summaries=True)
     assert sorted(scalars[f"{TASK}/sequence_accuracy"]) == [20, 40]
@@ -62,7 +62,7 @@ def read_jsonl(path) -> list:
 
 
 def test_eval_writes_summaries_and_predictions(trained, t5):
-    from t5cli.parse_metrics import read_scalars
+    from t5cli.metrics.events import read_scalars
 
     r = t5("eval", "--checkpoint", trained, "--split", "validation", "--num-examples", "24",
            "--metric", "bleu", *FLAGS)
@@ -81,7 +81,7 @@ def test_eval_writes_summaries_and_predictions(trained, t5):
 
 
 def test_eval_library_at_an_earlier_step(trained, tmp_path):
-    from t5cli.evaluate import evaluate
+    from t5cli.runtime.evaluate import evaluate
 
     result = evaluate(checkpoint_path=str(trained / "checkpoint_20"), split="validation",
                       num_examples=16, task_feature_lengths=LENGTHS, batch_size=16,
@@ -132,7 +132,7 @@ def test_missing_checkpoint_is_a_clear_error_and_deletes_nothing(trained, tmp_pa
     r = t5("infer", "--model-dir", empty, "--input", "-")
     assert r.exit_code == 1 and "holds no checkpoint" in r.err, r.err
     assert listing(empty) == before
-    from t5cli.evaluate import evaluate
+    from t5cli.runtime.evaluate import evaluate
 
     with pytest.raises(CheckpointError, match="no checkpoint for step 7"):
         evaluate(checkpoint_path=str(trained), step=7)

@@ -17,8 +17,8 @@ WORDS = ["seven", "forty-two"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from t5cli import optim
-    from t5cli.train import train
+    from t5cli.runtime import optim
+    from t5cli.runtime.train import train
 
     model_dir = tmp_path_factory.mktemp("run") / "model"
     train(model_dir=str(model_dir), mixture_or_task_name=TASK, model_name="byt5_tiny",
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    from t5cli.infer import load_model
+    from t5cli.runtime.model_loading import load_model
     from t5cli.plugins import load_runtime
 
     return load_model(load_runtime(), str(trained))
@@ -39,7 +39,7 @@ def loaded(trained):
 def encoded(length=LENGTHS["inputs"]):
     import seqio
 
-    from t5cli.infer import encode_texts
+    from t5cli.runtime.infer import encode_texts
 
     return encode_texts(WORDS, seqio.ByteVocabulary(), length=length)
 
@@ -79,8 +79,8 @@ def test_hf_export_loads_in_transformers_with_equal_logits(trained, loaded, tmp_
 def test_flax_and_jax_exports_roundtrip(trained, loaded, tmp_path, t5):
     import jax
 
-    from t5cli.commands.convert import read_flax_dir
-    from t5cli.export import load_exported
+    from t5cli.models.flax_dir import read_flax_dir
+    from t5cli.runtime.export import load_exported
     from t5cli.models.generate import predict_batch
 
     out = tmp_path / "exports"

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 # way a train step's temporary buffer is; counts the page faults each call costs.
 PROBE = """
 import json, resource, sys
-from t5cli import host_allocator
+from t5cli.runtime import host_allocator
 applied = host_allocator.retain_freed_memory()
 import jax, jax.numpy as jnp
 x = jnp.ones((8192, 2048))
@@ -57,7 +57,7 @@ def test_t5_train_applies_them_before_jax_starts(tmp_path):
     that the `t5 train` path calls them that early."""
     code = f"""
 import sys
-from t5cli import host_allocator, xla_flags
+from t5cli.runtime import host_allocator, xla_flags
 original = host_allocator.retain_freed_memory
 def spy(*args, **kwargs):
     print("JAX_STARTED_BEFORE", xla_flags._backend_started(), flush=True)

@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from t5cli import losses, optim
+from t5cli.runtime import losses, optim
 from t5cli.errors import ConfigError
 
 

@@ -213,7 +213,7 @@ def test_loss_gradients_match_hf(imported, tmp_path):
     matter), every parameter's gradient compared after mapping HF's names to ours."""
     import copy
 
-    from t5cli import losses
+    from t5cli.runtime import losses
 
     _, model, _, config, params = imported
     labels = torch.tensor(np.where(TGT > 0, TGT, -100))
@@ -307,7 +307,8 @@ def test_missing_and_mismatched_tensors(saved, tmp_path):
 def test_convert_command_roundtrip(imported, tmp_path):
     from click.testing import CliRunner
 
-    from t5cli.commands.convert import command, read_flax_dir
+    from t5cli.commands.convert import command
+    from t5cli.models.flax_dir import read_flax_dir
 
     _, model, directory, config, params = imported
     runner = CliRunner()

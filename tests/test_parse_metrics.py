@@ -1,4 +1,4 @@
-"""Tests for `t5 parse-metrics` / `t5 parse-tb` (t5cli.parse_metrics).
+"""Tests for `t5 parse-metrics` / `t5 parse-tb` (t5cli.metrics.parse).
 
 Expected values are read with TensorFlow's own `summary_iterator`, a different
 reader than the implementation's TensorBoard loader, or written by the test with
@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from t5cli.commands.parse_metrics import command
 from t5cli.errors import T5CliError
-from t5cli import parse_metrics as pm
+from t5cli.metrics import parse as pm
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -284,7 +284,7 @@ def test_seqio_table_fits_width(seqio_dir):
 
 
 def test_plot_one_axes_per_metric(seqio_dir, tmp_path):
-    from t5cli.plot_metrics import plot
+    from t5cli.metrics.plot import plot
 
     png = tmp_path / "curves.png"
     result = run_cli(seqio_dir, "--seqio-summaries", "--plot", png, "--tag", "task_a/*")

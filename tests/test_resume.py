@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
 
 
 def _train(model_dir, steps):
-    from t5cli.train import train
+    from t5cli.runtime.train import train
 
     return train(model_dir=str(model_dir), mixture_or_task_name=TASK,
                  task_feature_lengths={"inputs": 32, "targets": 32}, total_steps=steps,
@@ -30,7 +30,7 @@ def _leaves(params):
 
 
 def test_resumed_run_matches_uninterrupted_run_bitwise(tmp_path):
-    from t5cli.checkpoints import load_params
+    from t5cli.runtime.checkpoints import load_params
     from t5cli.models.configs import get_config
     from t5cli.models.model import EncoderDecoderModel
 

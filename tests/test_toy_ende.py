@@ -25,11 +25,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
-    from t5cli import optim
-    from t5cli.evaluate import make_inference_evaluator
+    from t5cli.runtime import optim
+    from t5cli.runtime.evaluate import make_inference_evaluator
     from t5cli.models.model import EncoderDecoderModel
     from t5cli.plugins import load_runtime
-    from t5cli.train import train
+    from t5cli.runtime.train import train
 
     runtime = load_runtime([EXAMPLE_USER_DIR])
     model_dir = tmp_path_factory.mktemp("toy") / "model"
@@ -48,7 +48,7 @@ def toy_run(tmp_path_factory):
 
 
 def test_training_writes_bleu_to_inference_eval(toy_run):
-    from t5cli.parse_metrics import read_scalars
+    from t5cli.metrics.events import read_scalars
 
     scalars = read_scalars(str(toy_run / "inference_eval"), seqio_summaries=True)
     bleu = scalars["toy_ende/bleu"]

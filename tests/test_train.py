@@ -132,7 +132,7 @@ def test_train_events_have_the_tags_and_loss_falls(trained):
 
 
 def test_train_runs_inference_eval_every_eval_period_and_at_the_end(trained):
-    from t5cli.parse_metrics import read_scalars
+    from t5cli.metrics.events import read_scalars
 
     scalars = read_scalars(str(trained / "inference_eval"), seqio_summaries=True)
     for metric in ("sequence_accuracy", "chrf"):  # the task's seqio metrics
@@ -145,7 +145,7 @@ def test_train_runs_inference_eval_every_eval_period_and_at_the_end(trained):
 
 
 def test_finetune_writes_every_output(finetuned, trained, t5):
-    from t5cli.parse_metrics import read_scalars
+    from t5cli.metrics.events import read_scalars
 
     assert {"config.gin", "model-info.txt", "t5cli_run.json", "checkpoint_30", "train",
             "training_eval", "inference_eval"} <= set(os.listdir(finetuned))
@@ -316,7 +316,7 @@ def test_finetune_with_a_t5x_gin_file(trained, tmp_path, t5, monkeypatch):
 
 
 def test_finetune_steps_count_from_the_initial_checkpoint(trained, tmp_path):
-    from t5cli.train import train
+    from t5cli.runtime.train import train
 
     with pytest.raises(ConfigError, match="counts from that step, so pass --steps 30"):
         train(model_dir=str(tmp_path / "a"), total_steps=10, mixture_or_task_name=TASK,
@@ -419,7 +419,7 @@ def test_keep_checkpoints_leaves_the_last_ones_and_infer_eval_can_be_off(tmp_pat
 
 
 def test_finetune_from_hugging_face_export(trained, tmp_path, t5):
-    from t5cli.parse_metrics import read_scalars
+    from t5cli.metrics.events import read_scalars
 
     hf = tmp_path / "hf"
     r = t5("export", "--checkpoint", trained, "-o", hf)
@@ -442,13 +442,13 @@ def test_finetune_from_hugging_face_export(trained, tmp_path, t5):
 def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
     import jax
 
-    import t5cli.train
-    from t5cli.checkpoints import _tree_metadata
-    from t5cli.parse_metrics import read_scalars
+    import t5cli.runtime.train
+    from t5cli.runtime.checkpoints import _tree_metadata
+    from t5cli.metrics.events import read_scalars
 
     built = []
-    build = t5cli.train._build_model
-    monkeypatch.setattr(t5cli.train, "_build_model", lambda *a: built.append(build(*a)) or built[-1])
+    build = t5cli.runtime.train._build_model
+    monkeypatch.setattr(t5cli.runtime.train, "_build_model", lambda *a: built.append(build(*a)) or built[-1])
     model_dir = tmp_path / "m"
     r = t5(*train_args(model_dir, "--dtype", "bfloat16", "--gin", "train.log_period = 1",
                        "--gin", "train.eval_period = None", steps=2))
@@ -461,15 +461,15 @@ def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
     loss = read_scalars(str(model_dir / "train"))["loss"]
     assert sorted(loss) == [1, 2] and all(0 < v < 1e4 for v in loss.values())
     # eval and infer rebuild the model with the recorded ACTIVATION_DTYPE
-    from t5cli.infer import load_model
+    from t5cli.runtime.model_loading import load_model
     from t5cli.plugins import load_runtime
 
     assert load_model(load_runtime(), str(model_dir)).model.config.dtype == "bfloat16"
 
     # the CLI run leaves no gin bindings behind: a train() called next from Python in this
     # process takes its own defaults (float32) and records its own arguments
-    from t5cli.infer import recorded_model_overrides
-    from t5cli.train import train
+    from t5cli.runtime.model_loading import recorded_model_overrides
+    from t5cli.runtime.train import train
 
     plain_dir = tmp_path / "plain"
     train(model_dir=str(plain_dir), mixture_or_task_name=TASK, model_name="byt5_tiny",

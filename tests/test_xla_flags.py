@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from t5cli import xla_flags
+from t5cli.runtime import xla_flags
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 COPIES = "--xla_cpu_copy_insertion_use_region_analysis=true"
@@ -30,7 +30,7 @@ def test_a_flag_the_user_set_wins_and_the_defaults_can_be_turned_off():
 
 def test_jax_starts_with_the_defaults_in_a_fresh_process():
     """What train() does first: the flags reach XLA, which accepts them."""
-    code = ("import os; from t5cli import xla_flags; xla_flags.apply_defaults(); "
+    code = ("import os; from t5cli.runtime import xla_flags; xla_flags.apply_defaults(); "
             "import jax, jax.numpy as jnp; "
             "print(float(jnp.dot(jnp.ones((4, 4)), jnp.ones(4)).sum()), os.environ['XLA_FLAGS'])")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "T5CLI_XLA_DEFAULTS")}
@@ -48,14 +48,14 @@ def test_bfloat16_training_keeps_xla_default_dot_path():
 _TINY_TRAIN_STEP = """
 import re, sys
 import numpy as np
-from t5cli import xla_flags
+from t5cli.runtime import xla_flags
 if sys.argv[1] == "defaults":
     xla_flags.apply_defaults()
 import jax, jax.numpy as jnp, optax
-from t5cli import optim
+from t5cli.runtime import optim
 from t5cli.models.configs import get_config
 from t5cli.models.model import EncoderDecoderModel
-from t5cli.train import make_train_step
+from t5cli.runtime.train import make_train_step
 model = EncoderDecoderModel(get_config("t5_1_1_tiny").replace(dropout_rate=0.1))
 tx = optax.with_extra_args_support(optim.adafactor())
 params = model.init_params(jax.random.PRNGKey(0))

@@ -1,4 +1,4 @@
-"""``t5 eval``: inference evaluation of a checkpoint (see :mod:`t5cli.evaluate`).
+"""``t5 eval``: inference evaluation of a checkpoint (see :mod:`t5cli.runtime.evaluate`).
 
 Only click is imported at module level; ``t5 --help`` must not import JAX or TensorFlow.
 The helpers here (shared options, gin wiring) are reused by ``t5 infer`` and ``t5 export``.
@@ -155,7 +155,7 @@ COMMON_MACROS = {
 def parse_lengths(text: Optional[str]):
     if text is None:
         return None
-    from t5cli.data import parse_feature_lengths
+    from t5cli.runtime.data import parse_feature_lengths
 
     return parse_feature_lengths(text)
 
@@ -184,7 +184,7 @@ def command(ctx, checkpoint, model_dir, model, step, task, split, feature_length
     t5 eval --checkpoint /tmp/m --split test
     t5 eval --checkpoint /tmp/m/checkpoint_2000 --beam-size 4 --metric bleu
     """
-    from t5cli.evaluate import format_metrics
+    from t5cli.runtime.evaluate import format_metrics
 
     result = run_configured(
         ctx, "evaluate", run_file="runs/eval.gin", gin_files=gin_files, gin_bindings=gin_bindings,

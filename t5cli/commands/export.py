@@ -1,6 +1,6 @@
 """``t5 export``: a checkpoint as an HF directory, Flax params, or a jax.export decoder.
 
-Only click is imported at module level; the work is in :mod:`t5cli.export`.
+Only click is imported at module level; the work is in :mod:`t5cli.runtime.export`.
 """
 
 from __future__ import annotations

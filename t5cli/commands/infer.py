@@ -1,4 +1,4 @@
-"""``t5 infer``: decode a task split, a text file or stdin to JSONL (see :mod:`t5cli.infer`).
+"""``t5 infer``: decode a task split, a text file or stdin to JSONL (see :mod:`t5cli.runtime.infer`).
 
 Only click is imported at module level.
 """

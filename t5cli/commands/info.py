@@ -37,7 +37,7 @@ def tasks_command(ctx, as_json):
 @click.pass_context
 def show_task_command(ctx, name, split, num_examples, tfds_data_dir):
     """Print a few preprocessed examples of a task: text and token ids."""
-    from t5cli.task_examples import format_examples, preview_examples
+    from t5cli.runtime.task_examples import format_examples, preview_examples
 
     examples = preview_examples(ctx.obj.runtime.registry, name, split=split, n=num_examples,
                                 tfds_data_dir=tfds_data_dir)

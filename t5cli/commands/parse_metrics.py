@@ -1,6 +1,6 @@
 """`t5 parse-metrics` (alias `t5 parse-tb`): TensorBoard scalars to CSV, a table, JSON or a plot.
 
-Only click is imported here; the work happens in `t5cli.parse_metrics`.
+Only click is imported here; the work happens in `t5cli.metrics.parse`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def command(summary_dir_arg, summary_dir, seqio_summaries, out_file, fmt, plot_f
     if not directory:
         raise T5CliError("no summary directory given; pass SUMMARY_DIR or --summary-dir DIR, "
                          "e.g. t5 parse-metrics $MODEL_DIR/inference_eval --seqio-summaries")
-    from t5cli.parse_metrics import parse_metrics
+    from t5cli.metrics.parse import parse_metrics
 
     parse_metrics(directory, seqio_summaries=seqio_summaries, fmt=fmt, out_file=out_file,
                   plot_file=plot_file, tags=tags, best=best)

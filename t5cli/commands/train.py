@@ -1,4 +1,4 @@
-"""``t5 train`` and its alias ``t5 finetune``: gin config → :func:`t5cli.train.train`.
+"""``t5 train`` and its alias ``t5 finetune``: gin config → :func:`t5cli.runtime.train.train`.
 
 The same click command serves both names; the name it was invoked under picks the run
 defaults: ``runs/pretrain.gin`` for ``train``, ``runs/finetune.gin`` for ``finetune``.

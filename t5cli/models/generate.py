@@ -8,13 +8,15 @@ only on the first.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5cli.errors import ConfigError
 from t5cli.models import decoding
 
 METHODS = ("greedy", "sample", "beam")
@@ -123,3 +125,73 @@ def predict_batch(
         rng = jax.random.PRNGKey(0)
     tokens, scores = fn(params, inputs, rng, jnp.float32(temperature), jnp.float32(alpha))
     return np.asarray(tokens, np.int32), np.asarray(scores, np.float32)
+
+
+# ---- decoding options, and decoding many rows at fixed shapes ------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How to decode. ``beam_size`` > 1: beam search (brevity penalty ``alpha``);
+    ``temperature`` > 0 (or ``top_k``/``top_p`` set): sampling; otherwise greedy."""
+
+    beam_size: int = 1
+    temperature: Optional[float] = None
+    top_k: int = 0
+    top_p: float = 1.0
+    alpha: float = 0.6
+    seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.beam_size, int) or self.beam_size < 1:
+            raise ConfigError(f"--beam-size must be a positive integer, got {self.beam_size!r}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"--top-k must be >= 0, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.beam_size > 1 and self.method_is_sampling():
+            raise ConfigError("--beam-size cannot be combined with --temperature/--top-k/--top-p; "
+                              "pick beam search or sampling")
+
+    def method_is_sampling(self) -> bool:
+        return bool(self.temperature) or self.top_k > 0 or self.top_p < 1.0
+
+    @property
+    def method(self) -> str:
+        if self.beam_size > 1:
+            return "beam"
+        return "sample" if self.method_is_sampling() else "greedy"
+
+    def describe(self) -> str:
+        if self.method == "beam":
+            return f"beam search (beams={self.beam_size}, alpha={self.alpha})"
+        if self.method == "sample":
+            return (f"sampling (temperature={self.temperature or 1.0}, top_k={self.top_k}, "
+                    f"top_p={self.top_p}, seed={self.seed})")
+        return "greedy"
+
+
+def decode_tokens(model, params, encoder_inputs: np.ndarray, *, max_decode_length: int,
+                  batch_size: int, options: DecodeOptions = DecodeOptions()
+                  ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Decode ``encoder_inputs`` int[N, S] in batches of ``batch_size`` rows.
+
+    Yields ``(tokens int32[n, max_decode_length], scores float32[n])`` per batch; the last
+    batch is padded with empty rows to ``batch_size`` (and trimmed again), so every batch
+    has the same shape and the decoder compiles once.
+    """
+    encoder_inputs = np.asarray(encoder_inputs, np.int32)
+    base_rng = jax.random.PRNGKey(options.seed)
+    for b, start in enumerate(range(0, len(encoder_inputs), batch_size)):
+        rows = encoder_inputs[start:start + batch_size]
+        n = len(rows)
+        if n < batch_size:
+            rows = np.concatenate([rows, np.zeros((batch_size - n, rows.shape[1]), np.int32)])
+        tokens, scores = predict_batch(
+            model, params, {"encoder_input_tokens": rows}, method=options.method,
+            num_beams=options.beam_size, alpha=options.alpha,
+            temperature=float(options.temperature or 1.0), top_k=options.top_k,
+            top_p=options.top_p, rng=jax.random.fold_in(base_rng, b),
+            max_decode_length=int(max_decode_length))
+        yield tokens[:n], scores[:n]

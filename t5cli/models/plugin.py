@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from t5cli.hookspecs import hookimpl
+from t5cli.plugins.hookspecs import hookimpl
 from t5cli.models.configs import CONFIGS, get_config
 
 

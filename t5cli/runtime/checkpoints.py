@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import jax
@@ -80,7 +79,7 @@ def is_hf_dir(path) -> bool:
 # --- shape checks ------------------------------------------------------------------------------
 
 def _flat_shapes(tree) -> Dict[str, Tuple[int, ...]]:
-    from t5cli.optim import path_str
+    from t5cli.runtime.optim import path_str
 
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {path_str(p): tuple(getattr(x, "shape", ())) for p, x in leaves}

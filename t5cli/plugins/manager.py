@@ -18,9 +18,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import pluggy
 
-from t5cli import hookspecs
+from t5cli.plugins import hookspecs
 from t5cli.errors import PluginLoadError, T5CliError
-from t5cli.registry import Origin, Registry
+from t5cli.plugins.registry import Origin, Registry
 
 ENTRY_POINT_GROUP = "t5cli"
 #: comma-separated entry-point plugin names: load only these (built-ins always load)
@@ -254,7 +254,7 @@ class PluginWarning(UserWarning):
 
 
 def _load_one_user_dir(pm, registry: Registry, directory: Path, blocked: set) -> List[PluginInfo]:
-    from t5cli.user_dir import load_user_dir
+    from t5cli.plugins.user_dir import load_user_dir
 
     infos: List[PluginInfo] = []
     def describe_owner(task: str):

@@ -177,6 +177,10 @@ def get_eval_batches(task, split: str, feature_lengths: Mapping[str, int], batch
         yield batch, mask
 
 
-def task_vocabulary(task, feature: str = "targets"):
-    """The seqio vocabulary of ``feature`` (for checking a model's vocab size)."""
-    return task.output_features[feature].vocabulary
+def example_text(example: Mapping[str, object], key: str, vocabulary) -> str:
+    """Feature ``key`` of a preprocessed example as text: its ``*_pretokenized`` string, else
+    its tokens decoded."""
+    raw = example.get(f"{key}_pretokenized")
+    if raw is None:
+        raw = vocabulary.decode([int(t) for t in example[key]])
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

@@ -66,7 +66,7 @@ def _read_params(directory: Path):
 
 def export_flax(config, params, directory) -> Path:
     """``params.msgpack`` + ``config.json`` (t5cli model config), as ``t5 convert`` writes."""
-    from t5cli.commands.convert import write_flax_dir
+    from t5cli.models.flax_dir import write_flax_dir
 
     write_flax_dir(config, _plain(params), str(directory))
     return Path(directory)
@@ -151,7 +151,7 @@ def export(*, output_dir: str, checkpoint_path: Optional[str] = None,
     ``batch_size`` and ``task_feature_lengths`` (``inputs``, ``targets``; default: the
     lengths the model was trained with). Nothing in the source MODEL_DIR is changed.
     """
-    from t5cli.infer import load_model
+    from t5cli.runtime.model_loading import load_model
 
     formats = list(dict.fromkeys(formats or ("hf",)))
     unknown = [f for f in formats if f not in FORMATS]

@@ -23,12 +23,13 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from t5cli.errors import ConfigError, T5CliError
-from t5cli.infer import DecodeOptions, decode_tokens, load_model
+from t5cli.models.generate import DecodeOptions, decode_tokens
+from t5cli.runtime.model_loading import load_model
 
 MetricFn = Callable[[Sequence[Any], Sequence[Any]], Mapping[str, float]]
 
@@ -113,7 +114,7 @@ class InferenceEvaluator:
         except T5CliError:
             raise
         except Exception as exc:
-            from t5cli.data import data_error
+            from t5cli.runtime.data import data_error
 
             raise data_error(self.task_name, split, exc) from exc
 
@@ -250,7 +251,7 @@ def _hook_class():
 def _write_examples(path: Path, task_name: str, dataset, inferences, targets) -> None:
     import seqio
 
-    from t5cli.infer import _text
+    from t5cli.runtime.data import example_text
 
     task = seqio.get_mixture_or_task(task_name)
     vocab = task.output_features["inputs"].vocabulary if "inputs" in task.output_features else None
@@ -260,7 +261,7 @@ def _write_examples(path: Path, task_name: str, dataset, inferences, targets) ->
         for i, ex in enumerate(dataset.as_numpy_iterator()):
             row: Dict[str, Any] = {}
             if "inputs" in ex or "inputs_pretokenized" in ex:
-                row["inputs"] = _text(ex, "inputs", vocab)
+                row["inputs"] = example_text(ex, "inputs", vocab)
             for k in keys:
                 row[k] = _jsonable(inferences[k][i])
             if targets is not None:
@@ -353,7 +354,7 @@ def evaluate(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] 
     if not task_name:
         raise ConfigError("which task? pass --task NAME (the checkpoint's run record names none)")
     task = runtime.registry.task(task_name)
-    from t5cli.datasets import ensure_task_data
+    from t5cli.runtime.datasets import ensure_task_data
 
     ensure_task_data(task, tfds_data_dir)
     base = output_dir or (Path(model_dir) / "inference_eval" if model_dir else None) or (

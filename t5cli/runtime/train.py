@@ -79,7 +79,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     Returns a :class:`TrainResult`.
     """
     arguments = _arguments(locals())
-    from t5cli import checkpoints, config as gin_config, host_allocator, losses, optim, xla_flags
+    from t5cli import config as gin_config
+    from t5cli.runtime import checkpoints, host_allocator, losses, optim, xla_flags
 
     # before this process's first JAX computation, if it is that
     activation_dtype = (model_overrides or {}).get("dtype", getattr(model_config, "dtype", "float32"))
@@ -107,8 +108,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
 
         runtime = load_runtime()
     task = runtime.registry.task(mixture_or_task_name)
-    from t5cli.datasets import ensure_task_data
-    from t5cli.data import check_feature_lengths
+    from t5cli.runtime.datasets import ensure_task_data
+    from t5cli.runtime.data import check_feature_lengths
 
     ensure_task_data(task, tfds_data_dir)
     feature_lengths = check_feature_lengths(task, task_feature_lengths)
@@ -122,7 +123,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     if on_eval is None and infer_eval_period != 0 and (infer_eval_period or eval_period):
         latest = checkpoints.latest_step(model_dir)
         if latest is None or latest < total_steps:
-            from t5cli.evaluate import maybe_inference_evaluator
+            from t5cli.runtime.evaluate import maybe_inference_evaluator
 
             own_evaluator = on_eval = maybe_inference_evaluator(
                 task, model, feature_lengths, model_dir, batch_size=batch_size, runtime=runtime,
@@ -132,7 +133,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     import jax.numpy as jnp
     import optax
 
-    from t5cli import partitioning
+    from t5cli.runtime import partitioning
 
     mesh = partitioning.create_mesh(num_partitions)
     partitioning.check_batch_size(batch_size, mesh)
@@ -183,7 +184,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
 
     # ---- data: a task whose pipeline fails stops here, before any record is written ------
-    from t5cli.data import get_train_iterator
+    from t5cli.runtime.data import get_train_iterator
 
     try:
         batches = get_train_iterator(task, feature_lengths, batch_size, seed=data_seed,
@@ -197,7 +198,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         raise
 
     # ---- records -------------------------------------------------------------------------
-    from t5cli.run_record import write_run_record
+    from t5cli.runtime.run_record import write_run_record
 
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     gin_text = gin_config.operative_config() or gin_config.bindings_from_arguments("train", arguments)
@@ -229,7 +230,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     dropout_rng = jax.device_put(jax.random.PRNGKey(random_seed + 1), replicated)
 
     # ---- loop ----------------------------------------------------------------------------
-    from t5cli.progress import Progress
+    from t5cli.runtime.progress import Progress
 
     writer = SummaryWriter(Path(model_dir) / "train")
     eval_tasks = _eval_tasks(task)
@@ -303,8 +304,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
 
 def make_eval_step(model, *, z_loss: float = 1e-4, label_smoothing: float = 0.0,
                    loss_normalizing_factor=None) -> Callable:
-    """``eval_step(params, batch) -> sums`` (see :func:`t5cli.losses.loss_sums`), no dropout."""
-    from t5cli import losses
+    """``eval_step(params, batch) -> sums`` (see :func:`t5cli.runtime.losses.loss_sums`), no dropout."""
+    from t5cli.runtime import losses
 
     def eval_step(params, batch):
         logits = model.compute_logits(params, batch)
@@ -322,12 +323,12 @@ def make_train_step(model, tx, schedule: Callable, *, z_loss: float = 1e-4,
     ``state`` is ``{"params", "opt_state", "step"}``; the dropout rng of a step is
     ``fold_in(dropout_rng, step)``, so a resumed run draws the same masks. ``tx.update``
     receives ``learning_rate=schedule(step)``. ``metrics`` are sums (see
-    :func:`t5cli.losses.loss_sums`) plus ``loss_normalized`` and ``learning_rate``.
+    :func:`t5cli.runtime.losses.loss_sums`) plus ``loss_normalized`` and ``learning_rate``.
     """
     import jax
     import optax
 
-    from t5cli import losses, optim
+    from t5cli.runtime import losses, optim
 
     def grad_fn(params, batch, rng):
         def f(p):
@@ -390,8 +391,8 @@ def _opt_shardings(abstract_opt, abstract_params, param_shardings, mesh):
     """Optimizer-state leaves shaped like a parameter share its sharding; others replicate."""
     import jax
 
-    from t5cli.optim import path_str
-    from t5cli.partitioning import replicated
+    from t5cli.runtime.optim import path_str
+    from t5cli.runtime.partitioning import replicated
 
     by_path = {}
     for (p, x), s in zip(jax.tree_util.tree_flatten_with_path(abstract_params)[0],
@@ -413,7 +414,7 @@ def _report(progress, step: int, summary: Mapping[str, float]) -> None:
 
 
 def _summarize(pending: List[Dict[str, Any]]) -> Dict[str, float]:
-    from t5cli.losses import summarize
+    from t5cli.runtime.losses import summarize
 
     sums = {k: sum(float(m[k]) for m in pending) for k in pending[0]}
     out = summarize(sums, num_steps=len(pending))
@@ -433,9 +434,9 @@ def _training_eval(p_eval_step, params, tasks, feature_lengths, batch_size, eval
                    model_dir, step, pack, use_cached) -> Dict[str, Dict[str, float]]:
     import jax
 
-    from t5cli.data import get_eval_batches
-    from t5cli.losses import summarize
-    from t5cli.partitioning import shard_batch
+    from t5cli.runtime.data import get_eval_batches
+    from t5cli.runtime.losses import summarize
+    from t5cli.runtime.partitioning import shard_batch
 
     out = {}
     for t in tasks:
@@ -498,8 +499,8 @@ def write_model_info(path: Path, abstract_params, param_axes, param_shardings, a
     import numpy as np
     from jax.sharding import PartitionSpec
 
-    from t5cli.optim import path_str
-    from t5cli.partitioning import describe_spec
+    from t5cli.runtime.optim import path_str
+    from t5cli.runtime.partitioning import describe_spec
 
     leaves = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
     axes = jax.tree_util.tree_leaves(param_axes, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)

@@ -10,7 +10,7 @@ import math
 import os
 
 from t5cli.errors import T5CliError
-from t5cli.parse_metrics import MetricTable, best_steps
+from t5cli.metrics.table import MetricTable, best_steps
 
 MAX_COLUMNS = 3
 

@@ -10,7 +10,7 @@ from t5cli.errors import T5CliError
 def preview_examples(registry, name: str, *, split: str = "validation", n: int = 3,
                      tfds_data_dir: Optional[str] = None) -> List[Dict[str, object]]:
     """The first ``n`` preprocessed examples of ``split``, unshuffled, as python values."""
-    from t5cli.datasets import ensure_task_data
+    from t5cli.runtime.datasets import ensure_task_data
 
     task = registry.task(name)
     # A TFDS task reads its splits from the prepared dataset: check the data first.
