@@ -54,7 +54,7 @@ def jax_runner(config, batch):
 
     from t5cli.runtime import optim, partitioning
     from t5cli.models.model import EncoderDecoderModel
-    from t5cli.runtime.train import make_train_step
+    from t5cli.runtime.steps import make_train_step
 
     model = EncoderDecoderModel(config)
     mesh = partitioning.create_mesh(1)

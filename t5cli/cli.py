@@ -31,6 +31,7 @@ COMMANDS = (
     ("t5cli.commands.infer", "command", ("infer",)),
     ("t5cli.commands.export", "command", ("export",)),
     ("t5cli.commands.convert", "command", ("convert",)),
+    ("t5cli.commands.cache_tasks", "command", ("cache-tasks",)),
     ("t5cli.commands.parse_metrics", "command", ("parse-metrics", "parse-tb")),
 )
 
@@ -151,15 +152,25 @@ def cli(ctx, user_dirs, blocked, strict_plugins, verbose):
         ctx.obj = App(GlobalOptions(list(user_dirs), [b[3:] for b in blocked], strict_plugins, verbose))
 
 
-def _register_core_commands(group: AliasedGroup) -> None:
-    for module_name, attr, names in COMMANDS:
+def _register_core_commands(group: AliasedGroup, commands=COMMANDS) -> None:
+    """Add every core command; a missing module or attribute is t5cli's bug and fails loudly."""
+    for module_name, attr, names in commands:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name == module_name:  # not written yet in this build
-                continue
-            raise
-        command = getattr(module, attr)
+            if exc.name != module_name:  # the module exists; something it imports does not
+                raise
+            raise ImportError(
+                f"t5cli's core command {names[0]!r} is missing its module {module_name!r}; "
+                f"the installation is incomplete (reinstall t5cli)",
+                name=module_name,
+            ) from exc
+        command = getattr(module, attr, None)
+        if command is None:
+            raise ImportError(
+                f"t5cli's core command {names[0]!r}: module {module_name!r} defines no {attr!r}",
+                name=module_name,
+            )
         group.add_command(command, name=names[0])
         for alias in names[1:]:
             group.add_alias(alias, names[0])

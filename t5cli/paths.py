@@ -11,14 +11,18 @@ def describe_paths() -> Dict[str, str]:
     import platformdirs
 
     from t5cli.plugins import ENV_LOAD_PLUGINS, ENV_USER_DIR, default_user_dir
+    from t5cli.runtime.task_cache import ENV_TASK_CACHE_DIR, default_cache_dir
 
     return {
         "config_dir": platformdirs.user_config_dir("t5cli"),
         "default_user_dir": f"{default_user_dir()}"
         + ("" if default_user_dir().is_dir() else "  (absent: create it to load it)"),
         "cache_dir": platformdirs.user_cache_dir("t5cli"),
+        # seqio task caches: `t5 cache-tasks` writes here by default, --use-cached-tasks reads here
+        "task_cache_dir": str(default_cache_dir()),
         "data_dir": platformdirs.user_data_dir("t5cli"),
         ENV_USER_DIR: os.environ.get(ENV_USER_DIR, "(unset)"),
         ENV_LOAD_PLUGINS: os.environ.get(ENV_LOAD_PLUGINS, "(unset: all installed plugins)"),
+        ENV_TASK_CACHE_DIR: os.environ.get(ENV_TASK_CACHE_DIR, "(unset: task_cache_dir above)"),
         "TFDS_DATA_DIR": os.environ.get("TFDS_DATA_DIR", "(unset: ~/tensorflow_datasets)"),
     }

@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -21,13 +22,13 @@ HEAVY_CHECK = textwrap.dedent("""
         main(sys.argv[1:])
     except SystemExit:
         pass
-    heavy = [m for m in ("jax", "tensorflow", "seqio", "flax") if m in sys.modules]
+    heavy = [m for m in ("jax", "tensorflow", "seqio", "flax", "apache_beam") if m in sys.modules]
     print("HEAVY=" + ",".join(heavy), file=sys.stderr)
 """)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["plugins"], ["train", "--help"],
-                                  ["models"], ["paths"], ["tasks"]])
+                                  ["models"], ["paths"], ["tasks"], ["cache-tasks", "--help"]])
 def test_light_commands_import_no_heavy_library(args, tmp_path):
     proc = subprocess.run([PYTHON, "-c", HEAVY_CHECK, *args], capture_output=True, text=True,
                           env=python_env(XDG_CONFIG_HOME=str(tmp_path)), cwd=REPO, timeout=60)
@@ -65,14 +66,51 @@ def test_tasks_show_without_tfds_data_names_the_build_command(tmp_path):
     assert "--tfds-data-dir" in lines[0] and "TFDS_DATA_DIR" in lines[0]
 
 
+def _console_script() -> str | None:
+    """The installed `t5` script of this interpreter's environment, else the one on PATH."""
+    import shutil
+    import sysconfig
+
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        found = shutil.which("t5", path=folder)
+        if found:
+            return found
+    return shutil.which("t5")
+
+
 def test_console_script_and_python_m_agree(tmp_path):
-    out1 = subprocess.run([PYTHON, "-m", "t5cli", "--version"], capture_output=True, text=True,
-                          cwd=REPO, env=python_env())
-    assert out1.returncode == 0 and "0.1.0" in out1.stdout
-    script = subprocess.run([str(REPO / ".venv/bin/t5"), "--help"], capture_output=True, text=True,
-                            env=python_env()) if (REPO / ".venv/bin/t5").exists() else out1
-    assert script.returncode == 0
-    assert "parse-metrics (parse-tb)" in script.stdout or script is out1
+    import importlib.metadata
+
+    try:
+        scripts = importlib.metadata.distribution("t5cli").entry_points.select(group="console_scripts")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("t5cli is not installed in this environment (no console script to compare)")
+    assert [ep.value for ep in scripts if ep.name == "t5"] == ["t5cli.cli:main"]
+    script = _console_script()
+    assert script, f"t5cli is installed but its `t5` script is not next to {sys.executable} nor on PATH"
+    env = python_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
+    out = {}
+    for flag in ("--version", "--help"):
+        via_module = subprocess.run([PYTHON, "-m", "t5cli", flag], capture_output=True, text=True,
+                                    cwd=REPO, env=env, timeout=60)
+        via_script = subprocess.run([script, flag], capture_output=True, text=True, cwd=REPO,
+                                    env=env, timeout=60)
+        assert via_module.returncode == via_script.returncode == 0, (via_module.stderr, via_script.stderr)
+        assert via_script.stdout == via_module.stdout
+        out[flag] = via_script.stdout
+    assert "0.1.0" in out["--version"]
+    assert "parse-metrics (parse-tb)" in out["--help"]
+
+
+def test_missing_core_command_module_is_an_error_that_names_it():
+    from t5cli.cli import AliasedGroup, _register_core_commands
+
+    commands = (("t5cli.commands.info", "paths_command", ("paths",)),
+                ("t5cli.commands.no_such_module", "command", ("vanished",)))
+    with pytest.raises(ImportError, match=r"'vanished'.*'t5cli\.commands\.no_such_module'"):
+        _register_core_commands(AliasedGroup(), commands)
+    with pytest.raises(ImportError, match=r"defines no 'no_such_attr'"):
+        _register_core_commands(AliasedGroup(), (("t5cli.commands.info", "no_such_attr", ("x",)),))
 
 
 # --- t5 plugins / tasks / models / paths ---------------------------------------------------
@@ -192,6 +230,71 @@ def test_module_level_duplicate_of_builtin_is_caught(t5, make_user_dir):
     """)})
     r = t5("tasks", "--user-dir", d)
     assert r.exit_code == 1 and "registered twice" in r.err and "builtin_tasks" in r.err
+
+
+BAD_REGISTRATIONS = {
+    "metric_not_callable": ("register_metrics", "register('my_metric', 'exact_match')",
+                            "metric 'my_metric' as str 'exact_match': expected a function"),
+    "task_object_not_factory": ("register_tasks", "register('my_task', 42)",
+                                "task 'my_task' as int 42: expected a function"),
+    "model_not_a_config": ("register_models", "register('my_model', {'emb_dim': 8})",
+                           "model 'my_model' as dict"),
+    "unknown_mesh_axis": ("register_partitioning_rules", "register('mlp', 'modle')",
+                          "partitioning rule 'mlp' as str 'modle': expected the mesh axis"),
+    "missing_argument": ("register_metrics", "register('lonely')",
+                         "called its metric register callback with 1 argument(s)"),
+    "bad_name": ("register_metrics", "register(None, len)", "named None"),
+    "hook_raises": ("register_metrics", "{}['missing']", "KeyError: 'missing'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REGISTRATIONS))
+def test_bad_registration_is_one_line_naming_the_file(case, t5, make_user_dir):
+    hook, call, expected = BAD_REGISTRATIONS[case]
+    d = make_user_dir({"wrong.py": f"import t5cli\n\n\n@t5cli.hookimpl\ndef {hook}(register):\n"
+                                   f"    {call}\n"})
+    r = t5("tasks", "--user-dir", d)
+    assert r.exit_code == 1, r.out
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.err, r.err
+    assert expected in lines[0] and str(d / "wrong.py") in lines[0]
+
+
+def test_bad_registration_from_the_command_line(make_user_dir, tmp_path):
+    d = make_user_dir({"wrong.py": "import t5cli\n\n\n@t5cli.hookimpl\ndef register_metrics(register):\n"
+                                   "    register('my_metric', 3.5)\n"})
+    proc = _t5_subprocess("--user-dir", d, "plugins", tmp_path=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: user-dir plugin ") and str(d / "wrong.py") in lines[0]
+    assert "metric 'my_metric' as float 3.5: expected a function fn(targets, predictions)" in lines[0]
+
+
+@pytest.mark.parametrize("hook, factory, command, expected", [
+    ("register_tasks", "lambda: 'not a task'", ("tasks", "show", "mine"),
+     "the factory for task 'mine' returned str, not a seqio.Task or seqio.Mixture"),
+    ("register_models", "dict", ("models", "--details"),
+     "the factory for model 'mine' returned dict, not a t5cli.models.configs.T5Config"),
+])
+def test_factory_returning_the_wrong_kind_is_one_line(hook, factory, command, expected, t5,
+                                                      make_user_dir):
+    d = make_user_dir({"late.py": f"import t5cli\n\n\n@t5cli.hookimpl\ndef {hook}(register):\n"
+                                  f"    register('mine', {factory})\n"})
+    r = t5(*command, "--user-dir", d)
+    assert r.exit_code == 1
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in r.err, r.err
+
+
+def test_register_accepts_the_documented_keywords():
+    from t5cli.plugins.registry import Origin, Registry
+
+    registry = Registry()
+    origin = Origin(plugin="p", source="user-dir", path="/x/p.py")
+    registry.registrar("partitioning_rule", origin)(logical_axis="mlp", mesh_axis="model")
+    registry.registrar("metric", origin)("m", fn=len)
+    assert registry.partitioning_rules() == [("mlp", "model")] and registry.metric("m") is len
 
 
 def test_misspelled_hook_is_caught(t5, make_user_dir):

@@ -35,7 +35,7 @@ print(json.dumps({"applied": applied, "faults_per_call": faults, "value": float(
 
 def _probe(**env_extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("T5CLI_MALLOC", "MALLOC_"))}
-    env.update(env_extra)
+    env.update({"JAX_PLATFORMS": "cpu"}, **env_extra)
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
                          check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -52,6 +52,18 @@ def test_freed_buffers_are_reused_without_page_faults():
     assert tuned["faults_per_call"] < plain["faults_per_call"] / 4, (tuned, plain)
 
 
+def test_nothing_is_changed_when_jax_will_not_run_on_the_cpu(monkeypatch):
+    """The settings are for XLA's CPU buffers: a GPU or TPU process keeps glibc's defaults."""
+    from t5cli.runtime import host_allocator
+
+    monkeypatch.setattr(host_allocator, "_applied", False)
+    monkeypatch.setattr(host_allocator.ctypes, "CDLL", None)  # any mallopt call would fail
+    for platforms in ("cuda", "tpu,cpu"):
+        assert host_allocator.retain_freed_memory({"JAX_PLATFORMS": platforms}) is False
+    assert host_allocator._applied is False
+
+
+@pytest.mark.slow  # a whole `t5 train` in a subprocess (~20-30 s)
 def test_t5_train_applies_them_before_jax_starts(tmp_path):
     """They only reach XLA's worker threads if set before the first JAX computation: check
     that the `t5 train` path calls them that early."""

@@ -93,6 +93,12 @@ def imported(saved):
     return kind, model, directory, config, jax.tree_util.tree_map(jnp.asarray, params)
 
 
+@pytest.fixture(params=["plain", "cpu"])
+def kernels(request):
+    """The backend kernel set a parity test runs on: the plain one and the cpu fast paths."""
+    return request.param
+
+
 _LOGITS_FNS = {}
 
 
@@ -115,20 +121,21 @@ def test_config_mapping(imported):
     assert (config.emb_dim, config.num_heads, config.head_dim, config.mlp_dim) == (64, heads, head_dim, 128)
 
 
-def test_logits_match_hf(imported):
+def test_logits_match_hf(imported, kernels):
     kind, model, _, config, params = imported
+    config = config.replace(kernels=kernels)
     ours = _logits_fn(config)(params, _batch())
     assert ours.dtype == jnp.float32 and ours.shape == (2, 20, 100)
     assert _max_diff_where(ours, _hf_logits(model), TGT != 0) < TOL
 
 
-def test_encoder_matches_hf_encoder_model(imported):
+def test_encoder_matches_hf_encoder_model(imported, kernels):
     _, _, directory, config, params = imported
     encoder = transformers.T5EncoderModel.from_pretrained(directory).eval()
     with torch.no_grad():
         theirs = encoder(input_ids=torch.tensor(ENC),
                          attention_mask=torch.tensor(ENC != 0)).last_hidden_state.numpy()
-    model = EncoderDecoderModel(config)
+    model = EncoderDecoderModel(config.replace(kernels=kernels))
     ours = jax.jit(model.encode)(params, jnp.asarray(ENC, jnp.int32))
     assert _max_diff_where(ours, theirs, ENC != 0) < TOL
     # encoder-only import reads the same encoder tensors
@@ -144,6 +151,7 @@ def test_export_reloads_in_hf(imported, tmp_path):
     with open(tmp_path / "config.json") as f:
         written = json.load(f)
     assert written["tie_word_embeddings"] is (kind == "1.0")
+    assert "kernels" not in written  # a t5cli runtime choice, not part of the model
     reloaded = transformers.T5ForConditionalGeneration.from_pretrained(str(tmp_path)).eval()
     if kind == "1.1":  # must come back untied and unscaled
         assert reloaded.lm_head.weight.data_ptr() != reloaded.shared.weight.data_ptr()
@@ -159,8 +167,9 @@ def test_export_reloads_in_hf(imported, tmp_path):
                            jax.tree_util.tree_map(np.asarray, params))
 
 
-def test_kv_cache_steps_equal_full_decoder(imported):
+def test_kv_cache_steps_equal_full_decoder(imported, kernels):
     _, _, _, config, params = imported
+    config = config.replace(kernels=kernels)
     model = EncoderDecoderModel(config)
     enc = jnp.asarray(ENC, jnp.int32)
     tgt = np.where(TGT == 0, 3, TGT)  # no padding: every position is a real query
@@ -177,9 +186,9 @@ def test_kv_cache_steps_equal_full_decoder(imported):
     assert np.asarray(cache["decoder"]["cache_index"]).tolist() == [20, 20]
 
 
-def test_packed_equals_separate(imported):
+def test_packed_equals_separate(imported, kernels):
     _, _, _, config, params = imported
-    model = EncoderDecoderModel(config)
+    config = config.replace(kernels=kernels)
     examples = [([5, 6, 7, 8, 1], [9, 10, 11, 1]), ([20, 21, 22, 23, 24, 25, 1], [30, 31, 1])]
     length_in, length_out = 16, 10
     packed = {k: np.zeros((1, n), np.int32) for k, n in [
@@ -207,7 +216,7 @@ def test_packed_equals_separate(imported):
         np.testing.assert_allclose(packed_logits[0, start:start + n], alone[0], atol=TOL, rtol=0)
 
 
-def test_loss_gradients_match_hf(imported, tmp_path):
+def test_loss_gradients_match_hf(imported, kernels, tmp_path):
     """The whole backward pass against PyTorch autograd: the summed token cross entropy
     of the padded batch (row 2 is mostly padding, so the attention masks' gradients
     matter), every parameter's gradient compared after mapping HF's names to ours."""
@@ -216,6 +225,7 @@ def test_loss_gradients_match_hf(imported, tmp_path):
     from t5cli.runtime import losses
 
     _, model, _, config, params = imported
+    config = config.replace(kernels=kernels)
     labels = torch.tensor(np.where(TGT > 0, TGT, -100))
     model.zero_grad(set_to_none=True)
     out = model(input_ids=torch.tensor(ENC), attention_mask=torch.tensor(ENC != 0),

@@ -442,13 +442,14 @@ def test_finetune_from_hugging_face_export(trained, tmp_path, t5):
 def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
     import jax
 
-    import t5cli.runtime.train
+    import t5cli.runtime.train_state
     from t5cli.runtime.checkpoints import _tree_metadata
     from t5cli.metrics.events import read_scalars
 
     built = []
-    build = t5cli.runtime.train._build_model
-    monkeypatch.setattr(t5cli.runtime.train, "_build_model", lambda *a: built.append(build(*a)) or built[-1])
+    build = t5cli.runtime.train_state.build_model
+    monkeypatch.setattr(t5cli.runtime.train_state, "build_model",
+                        lambda *a: built.append(build(*a)) or built[-1])
     model_dir = tmp_path / "m"
     r = t5(*train_args(model_dir, "--dtype", "bfloat16", "--gin", "train.log_period = 1",
                        "--gin", "train.eval_period = None", steps=2))
@@ -479,6 +480,79 @@ def test_bfloat16_activations_keep_float32_params(tmp_path, t5, monkeypatch):
     assert "ACTIVATION_DTYPE" not in (plain_dir / "config.gin").read_text()
     assert recorded_model_overrides(plain_dir) == TINY_DICT
     assert built[-1].config.dtype == "float32"
+
+
+def test_periodic_actions_fire_on_their_periods_and_after_the_last_step():
+    """The loop's actions, run by the real loop on fake steps that take one (fake) second."""
+    import io
+
+    import numpy as np
+
+    from t5cli.runtime import partitioning, train_loop
+    from t5cli.runtime.progress import Progress
+
+    now = [0.0]
+    fired = []
+
+    class Record(train_loop.PeriodicAction):
+        def __init__(self, name, every_steps, off_clock=False, seconds=0.0):
+            self.name, self.every_steps, self.off_clock, self.seconds = name, every_steps, off_clock, seconds
+            self.closed = False
+
+        def __call__(self, step, state, last):
+            fired.append((step, self.name, last))
+            now[0] += self.seconds
+
+        def close(self):
+            self.closed = True
+
+    def train_step(state, batch, dropout_rng):
+        now[0] += 1.0
+        p = float(state["params"]) + 1
+        sums = {"loss_normalized": p, "z_loss": 0.0, "cross_ent_loss": p, "unweighted_loss": 6 * p,
+                "weight_sum": 6.0, "total_tokens": 6.0, "correct": 0.0, "learning_rate": 0.1}
+        return {"params": np.asarray(p)}, sums
+
+    class Writer:
+        written = {}
+
+        def write(self, step, scalars):
+            self.written[step] = dict(scalars)
+
+        def close(self):
+            pass
+
+    clock, metrics, stream = train_loop.TrainingClock(lambda: now[0]), train_loop.StepMetrics(), io.StringIO()
+    summaries = train_loop.WriteSummaries(4, Writer(), metrics, clock)
+    progress = Progress(1, 7, every_steps=4, every_seconds=0, stream=stream, clock=clock)
+    records = [Record("every 3", 3), Record("only last", None),
+               Record("checkpoint every 2", 2, off_clock=True, seconds=10.0)]
+    actions = [summaries, train_loop.ReportProgress(progress, metrics, summaries), *records]
+    batches = iter(lambda: {"decoder_loss_weights": np.ones((2, 3), np.float32)}, None)
+    # resumed at step 1, to TRAIN_STEPS=7
+    step, state = train_loop.run(train_step, {"params": np.asarray(1.0)}, batches, step=1, total_steps=7,
+                                 mesh=partitioning.create_mesh(1), dropout_rng=None, metrics=metrics,
+                                 actions=actions, clock=clock)
+
+    assert step == 7 and float(state["params"]) == 7.0
+    # on-clock actions first, then the off-clock ones; every action runs after the last step
+    assert fired == [(2, "checkpoint every 2", False), (3, "every 3", False), (4, "checkpoint every 2", False),
+                     (6, "every 3", False), (6, "checkpoint every 2", False),
+                     (7, "every 3", True), (7, "only last", True), (7, "checkpoint every 2", True)]
+    assert all(r.closed for r in records)
+    # summaries every 4 steps and at the end, over the steps since the last one; the 10 s of
+    # each checkpoint are not training time
+    assert sorted(Writer.written) == [4, 7] and summaries.losses == [3.0, 6.0]
+    for summary in Writer.written.values():
+        assert summary["timing/steps_per_second"] == 1.0
+        assert summary["timing/target_tokens_per_second"] == 6.0
+    assert summaries.last == Writer.written[7] and clock() == 6.0 and now[0] == 46.0
+    # progress lines: step 5 (4 steps after the start) with that step's loss, and the end
+    # with the summary just written
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" | ")[:2] for line in lines] == [["train step 5/7", "loss 5.0000"],
+                                                         ["train step 7/7", "loss 6.0000"]]
+    assert all("1.00 steps/s | 6 tokens/s" in line for line in lines), lines
 
 
 def test_errors_are_t5cli_errors():

@@ -63,6 +63,23 @@ def data_options(f):
     return f
 
 
+def cache_options(f):
+    """``--use-cached-tasks`` and ``--cache-dir`` (seqio's preprocessed caches, `t5 cache-tasks`)."""
+    f = click.option("--cache-dir", "--seqio_additional_cache_dirs", "cache_dirs", multiple=True,
+                     metavar="DIR", help="Folder made by `t5 cache-tasks` to look for cached tasks "
+                                         "in (repeatable or comma-separated).")(f)
+    f = click.option("--use-cached-tasks", "--use_cached_tasks", "use_cached_tasks", is_flag=True,
+                     help="Read the task from its seqio cache (USE_CACHED_TASKS = True).")(f)
+    return f
+
+
+def use_cache_dirs(cache_dirs) -> None:
+    """Join ``--cache-dir`` folders and the default task cache to seqio's search list."""
+    from t5cli.runtime.task_cache import add_cache_dirs
+
+    add_cache_dirs(cache_dirs)
+
+
 def decode_options(f):
     """``--beam-size``, ``--temperature``, ``--top-k``, ``--top-p``, ``--seed``."""
     f = click.option("--seed", type=int, default=None, help="Random seed for sampling.")(f)
@@ -168,11 +185,13 @@ def parse_lengths(text: Optional[str]):
               help="Also compute this registered metric (repeatable; see `t5 plugins`).")
 @click.option("--output-dir", "--output_dir", "output_dir", default=None, metavar="DIR",
               help="Where results go (EVAL_OUTPUT_DIR; default MODEL_DIR/inference_eval).")
+@cache_options
 @gin_options
 @click.pass_context
 def command(ctx, checkpoint, model_dir, model, step, task, split, feature_lengths, batch_size,
             tfds_data_dir, num_examples, beam_size, alpha, temperature, top_k, top_p, seed,
-            metrics, output_dir, gin_files, gin_bindings, gin_search_paths):
+            metrics, output_dir, use_cached_tasks, cache_dirs, gin_files, gin_bindings,
+            gin_search_paths):
     """Evaluate a checkpoint on a task split with seqio's metrics.
 
     Writes TensorBoard summaries to OUTPUT_DIR/<task>/ (read them with `t5 parse-metrics
@@ -185,20 +204,23 @@ def command(ctx, checkpoint, model_dir, model, step, task, split, feature_length
     t5 eval --checkpoint /tmp/m/checkpoint_2000 --beam-size 4 --metric bleu
     """
     from t5cli.runtime.evaluate import format_metrics
+    from t5cli.runtime.task_cache import explain_missing_cache
 
-    result = run_configured(
-        ctx, "evaluate", run_file="runs/eval.gin", gin_files=gin_files, gin_bindings=gin_bindings,
-        gin_search_paths=gin_search_paths, model=model,
-        shortcuts=shortcut_bindings(task=task, model=model, model_dir=model_dir,
-                                    batch_size=batch_size, feature_lengths=feature_lengths,
-                                    checkpoint=checkpoint, split=split, output_dir=output_dir),
-        macros=dict(COMMON_MACROS, output_dir="EVAL_OUTPUT_DIR"),
-        explicit=dict(checkpoint_path=checkpoint, model_dir=model_dir, model_name=model, step=step,
-                      mixture_or_task_name=task, split=split,
-                      task_feature_lengths=parse_lengths(feature_lengths), batch_size=batch_size,
-                      tfds_data_dir=tfds_data_dir, num_examples=num_examples,
-                      beam_size=beam_size, alpha=alpha, temperature=temperature, top_k=top_k,
-                      top_p=top_p, seed=seed, metrics=tuple(metrics) or None,
-                      output_dir=output_dir))
+    use_cache_dirs(cache_dirs)
+    with explain_missing_cache():
+        result = run_configured(
+            ctx, "evaluate", run_file="runs/eval.gin", gin_files=gin_files, gin_bindings=gin_bindings,
+            gin_search_paths=gin_search_paths, model=model,
+            shortcuts=shortcut_bindings(task=task, model=model, model_dir=model_dir,
+                                        batch_size=batch_size, feature_lengths=feature_lengths,
+                                        checkpoint=checkpoint, split=split, output_dir=output_dir),
+            macros=dict(COMMON_MACROS, output_dir="EVAL_OUTPUT_DIR"),
+            explicit=dict(checkpoint_path=checkpoint, model_dir=model_dir, model_name=model, step=step,
+                          mixture_or_task_name=task, split=split,
+                          task_feature_lengths=parse_lengths(feature_lengths), batch_size=batch_size,
+                          tfds_data_dir=tfds_data_dir, num_examples=num_examples,
+                          beam_size=beam_size, alpha=alpha, temperature=temperature, top_k=top_k,
+                          top_p=top_p, seed=seed, metrics=tuple(metrics) or None,
+                          output_dir=output_dir, use_cached_tasks=use_cached_tasks or None))
     click.echo(format_metrics(result.metrics))
     click.echo(f"step {result.step}; results in {result.output_dir}")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import click
 
-from t5cli.commands.evaluate import (COMMON_MACROS, checkpoint_options, data_options,
-                                     decode_options, gin_options, parse_lengths, run_configured,
-                                     shortcut_bindings)
+from t5cli.commands.evaluate import (COMMON_MACROS, cache_options, checkpoint_options,
+                                     data_options, decode_options, gin_options, parse_lengths,
+                                     run_configured, shortcut_bindings, use_cache_dirs)
 
 
 @click.command("infer")
@@ -23,11 +23,13 @@ from t5cli.commands.evaluate import (COMMON_MACROS, checkpoint_options, data_opt
                    "MODEL_DIR/inference/<task>-<split>-<step>.jsonl for a task.")
 @click.option("--output-dir", "--output_dir", "output_dir", default=None, metavar="DIR",
               help="Write <task>-<split>-<step>.jsonl here (INFER_OUTPUT_DIR).")
+@cache_options
 @gin_options
 @click.pass_context
 def command(ctx, checkpoint, model_dir, model, step, task, split, feature_lengths, batch_size,
             tfds_data_dir, num_examples, beam_size, alpha, temperature, top_k, top_p, seed,
-            input_file, output, output_dir, gin_files, gin_bindings, gin_search_paths):
+            input_file, output, output_dir, use_cached_tasks, cache_dirs, gin_files, gin_bindings,
+            gin_search_paths):
     """Run a checkpoint on inputs and write JSONL: inputs, prediction, score.
 
     \b
@@ -35,18 +37,22 @@ def command(ctx, checkpoint, model_dir, model, step, task, split, feature_length
     t5 infer --checkpoint /tmp/m --input questions.txt --beam-size 4 -o out.jsonl
     t5 infer --checkpoint /tmp/m --task number_words_en_de --split test
     """
-    run_configured(
-        ctx, "infer", run_file="runs/infer.gin", gin_files=gin_files, gin_bindings=gin_bindings,
-        gin_search_paths=gin_search_paths, model=model,
-        shortcuts=shortcut_bindings(task=task, model=model, model_dir=model_dir,
-                                    batch_size=batch_size, feature_lengths=feature_lengths,
-                                    checkpoint=checkpoint, split=split, output_dir=output_dir,
-                                    output_macro="INFER_OUTPUT_DIR"),
-        macros=dict(COMMON_MACROS, output_dir="INFER_OUTPUT_DIR"),
-        explicit=dict(checkpoint_path=checkpoint, model_dir=model_dir, model_name=model, step=step,
-                      mixture_or_task_name=task, split=split,
-                      task_feature_lengths=parse_lengths(feature_lengths), batch_size=batch_size,
-                      tfds_data_dir=tfds_data_dir, num_examples=num_examples,
-                      beam_size=beam_size, alpha=alpha, temperature=temperature, top_k=top_k,
-                      top_p=top_p, seed=seed, input_file=input_file, output=output,
-                      output_dir=output_dir))
+    from t5cli.runtime.task_cache import explain_missing_cache
+
+    use_cache_dirs(cache_dirs)
+    with explain_missing_cache():
+        run_configured(
+            ctx, "infer", run_file="runs/infer.gin", gin_files=gin_files, gin_bindings=gin_bindings,
+            gin_search_paths=gin_search_paths, model=model,
+            shortcuts=shortcut_bindings(task=task, model=model, model_dir=model_dir,
+                                        batch_size=batch_size, feature_lengths=feature_lengths,
+                                        checkpoint=checkpoint, split=split, output_dir=output_dir,
+                                        output_macro="INFER_OUTPUT_DIR"),
+            macros=dict(COMMON_MACROS, output_dir="INFER_OUTPUT_DIR"),
+            explicit=dict(checkpoint_path=checkpoint, model_dir=model_dir, model_name=model, step=step,
+                          mixture_or_task_name=task, split=split,
+                          task_feature_lengths=parse_lengths(feature_lengths), batch_size=batch_size,
+                          tfds_data_dir=tfds_data_dir, num_examples=num_examples,
+                          beam_size=beam_size, alpha=alpha, temperature=temperature, top_k=top_k,
+                          top_p=top_p, seed=seed, input_file=input_file, output=output,
+                          output_dir=output_dir, use_cached_tasks=use_cached_tasks or None))

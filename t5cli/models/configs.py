@@ -19,6 +19,9 @@ VOCABULARIES = {
     "byte": (None, 0),
 }
 
+#: values of ``T5Config.kernels`` (``t5cli.models.kernels.CHOICES``; no JAX import here)
+KERNELS = ("auto", "plain", "cpu")
+
 
 @dataclasses.dataclass(frozen=True)
 class T5Config:
@@ -44,11 +47,18 @@ class T5Config:
     family: str = "t5_1_0"
     size: str = "small"
     layer_norm_epsilon: float = 1e-6
+    #: backend kernels (t5cli.models.kernels): 'auto' (cpu ones on a CPU backend, or as the
+    #: T5CLI_KERNELS environment variable says), 'plain' or 'cpu'. Not part of the model:
+    #: any choice computes the same function of the same parameters.
+    kernels: str = "auto"
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', not {self.dtype!r}")
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, "
+                             f"not {self.kernels!r}")
 
     def replace(self, **kw) -> "T5Config":
         """A copy with some fields changed."""

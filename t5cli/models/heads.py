@@ -62,7 +62,7 @@ class SequenceClassifier(EncoderModel):
 
     def setup(self):
         super().setup()
-        self.dropout = Dropout(self.config.dropout_rate)
+        self.dropout = Dropout(self.config.dropout_rate, self.config.kernels)
         self.classifier = _Linear(self.num_labels)
 
     def __call__(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,
@@ -82,7 +82,7 @@ class TokenClassifier(EncoderModel):
 
     def setup(self):
         super().setup()
-        self.dropout = Dropout(self.config.dropout_rate)
+        self.dropout = Dropout(self.config.dropout_rate, self.config.kernels)
         self.classifier = _Linear(self.num_labels)
 
     def __call__(self, encoder_input_tokens, encoder_segment_ids=None, encoder_positions=None,

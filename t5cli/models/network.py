@@ -13,6 +13,13 @@ decoder), T5 1.0 ReLU MLP with logits from the tied embedding (decoder output sc
 emb_dim**-0.5), or gated-GELU with an untied ``logits_dense``. Parameters are float32;
 activations use ``config.dtype``; logits are float32.
 
+Written once in plain JAX. The few computations a backend may do its own way (dense
+products, the norm scale, attention scores and bias, how attention covers the batch,
+dropout's random bits) go through ``kernel_ops(config.kernels)``, the kernel set that
+:mod:`t5cli.models.kernels` chooses; every module takes that choice as its ``kernels``
+field. Kernel sets agree in value (dropout masks aside: each set draws its own), so the
+choice changes neither the parameter tree nor what a checkpoint means.
+
 Parameter tree (T5X names)::
 
   token_embedder/embedding                          [vocab, embed]
@@ -82,7 +89,7 @@ import jax
 import jax.numpy as jnp
 
 from t5cli.models.configs import T5Config
-from t5cli.reductions import sum_leading_axes
+from t5cli.models.kernels import ops as kernel_ops
 
 NEG_INF = -1e10  # added to masked attention logits (float32)
 
@@ -124,43 +131,6 @@ class Embed(nn.Module):
                           preferred_element_type=jnp.float32).astype(self.dtype)
 
 
-def _dot(a, b):
-    """``a @ b`` accumulated in float32 and returned in ``a``'s dtype. With bfloat16 inputs
-    XLA on CPU then uses the native bfloat16 dot-product instructions, about twice the
-    float32 rate; a bfloat16-typed result instead makes it convert and multiply in float32."""
-    return jnp.dot(a, b, preferred_element_type=jnp.float32).astype(a.dtype)
-
-
-@jax.custom_vjp
-def dense_product(x, kernel):
-    """``x @ kernel`` whose kernel gradient is a plain row-major matrix product.
-
-    Autodiff writes the kernel gradient as a contraction over ``x``'s leading axes, which
-    XLA on CPU hands to its generic (Eigen) dot with two transposed operands. Here ``x`` is
-    transposed into its own buffer first (the barrier stops XLA folding the transpose
-    back into the dot), so the gradient runs on XLA's faster YNNPACK kernels: ~13% of a
-    T5 training step on a 2-core CPU. Values are those of autodiff, up to summation order.
-    """
-    return _dot(x, kernel)
-
-
-def _dense_product_fwd(x, kernel):
-    # The barrier keeps ``x`` as a stored array: without it XLA fuses whatever computed
-    # ``x`` (the MLP's activation and dropout) into the backward transpose and recomputes
-    # it there in transposed order, ~10x slower than copying the stored values.
-    return _dot(x, kernel), (jax.lax.optimization_barrier(x), kernel)
-
-
-def _dense_product_bwd(residuals, grad):
-    x, kernel = residuals
-    x_t = jax.lax.optimization_barrier(x.reshape(-1, x.shape[-1]).T)
-    grad_kernel = _dot(x_t, grad.reshape(-1, grad.shape[-1]))
-    return _dot(grad, kernel.T), grad_kernel.astype(kernel.dtype)
-
-
-dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
-
-
 class Dense(nn.Module):
     """Bias-free dense layer with a float32, logically-partitioned kernel."""
 
@@ -168,31 +138,13 @@ class Dense(nn.Module):
     axes: tuple
     dtype: Any = jnp.float32
     kernel_init: Any = _fan_in_truncated
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x):
         kernel = self.param("kernel", _boxed(self.kernel_init, self.axes),
                             (x.shape[-1], self.features), jnp.float32)
-        return dense_product(x.astype(self.dtype), kernel.astype(self.dtype))
-
-
-@jax.custom_vjp
-def _scale_features(x, scale):
-    """``x * scale`` for a per-feature ``scale``, whose gradient sums rows with a product
-    (see :func:`t5cli.reductions.sum_leading_axes`)."""
-    return x * scale
-
-
-def _scale_features_fwd(x, scale):
-    return x * scale, (x, scale)
-
-
-def _scale_features_bwd(residuals, grad):
-    x, scale = residuals
-    return grad * scale, sum_leading_axes(grad * x, x.ndim - 1)
-
-
-_scale_features.defvjp(_scale_features_fwd, _scale_features_bwd)
+        return kernel_ops(self.kernels).dense(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
 class LayerNorm(nn.Module):
@@ -200,6 +152,7 @@ class LayerNorm(nn.Module):
 
     epsilon: float = 1e-6
     dtype: Any = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x):
@@ -207,46 +160,20 @@ class LayerNorm(nn.Module):
         var = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
         scale = self.param("scale", _boxed(nn.initializers.ones, ("embed",)),
                            (x.shape[-1],), jnp.float32)
-        return _scale_features(x * jax.lax.rsqrt(var + self.epsilon), scale).astype(self.dtype)
-
-
-def _mix32(x):
-    """murmur3's 32-bit finaliser: a bijection of uint32 in which every input bit flips
-    each output bit with probability ~1/2."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = x * jnp.uint32(0xC2B2AE35)
-    return x ^ (x >> 16)
-
-
-def keyed_random_bits(key, shape):
-    """32 random bits per element of ``shape``: element ``i`` gets ``mix(mix(i + k0) ^ k1)``
-    for the two words ``k0, k1`` of the JAX PRNG ``key``.
-
-    A counter-based generator like JAX's threefry, but a dozen integer operations per element
-    that XLA fuses into the consumer, where JAX's threefry runs on CPU as a loop of separate
-    kernels. Statistically fine for dropout masks; not for anything that needs a strong
-    generator. The element index is global, so a sharded array gets the same bits as an
-    unsharded one.
-    """
-    words = key if jnp.issubdtype(key.dtype, jnp.unsignedinteger) else jax.random.key_data(key)
-    words = words.reshape(-1).astype(jnp.uint32)
-    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    return _mix32(_mix32(index + words[0]) ^ words[-1])
+        normed = x * jax.lax.rsqrt(var + self.epsilon)
+        return kernel_ops(self.kernels).scale_features(normed, scale).astype(self.dtype)
 
 
 class Dropout(nn.Module):
-    """Inverted dropout whose keep mask compares cheap keyed random bits to a threshold.
+    """Inverted dropout whose keep mask compares random bits to a threshold.
 
-    flax's ``nn.Dropout`` draws its mask with ``jax.random``, whose threefry rounds run on
-    CPU as a loop of separate kernels: with dropout in every layer that was ~3% of a T5
-    training step. :func:`keyed_random_bits` is fused into the dropout itself. The key
-    comes from the ``dropout`` rng collection, as in flax, so masks differ per layer and
-    per step and a resumed run draws the same ones.
+    The bits come from the kernel set's ``random_bits``, keyed from the ``dropout`` rng
+    collection as in flax, so masks differ per layer and per step and a resumed run draws
+    the same ones.
     """
 
     rate: float
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x, deterministic: bool = True):
@@ -255,8 +182,8 @@ class Dropout(nn.Module):
         if self.rate >= 1.0:
             return jnp.zeros_like(x)
         threshold = jnp.uint32(min(round(self.rate * 2.0 ** 32), 2 ** 32 - 1))
-        keep = keyed_random_bits(self.make_rng("dropout"), x.shape) >= threshold
-        return jnp.where(keep, x / (1.0 - self.rate), 0.0).astype(x.dtype)
+        bits = kernel_ops(self.kernels).random_bits(self.make_rng("dropout"), x.shape)
+        return jnp.where(bits >= threshold, x / (1.0 - self.rate), 0.0).astype(x.dtype)
 
 
 def relative_position_bucket(relative_position, bidirectional=True, num_buckets=32,
@@ -300,65 +227,6 @@ class RelativePositionBias(nn.Module):
         return jnp.transpose(bias, (0, 3, 1, 2))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _add_bias(logits, bias, shared_by_batch):
-    """``logits + bias``; with ``shared_by_batch`` the bias has batch size 1 and its gradient
-    is the batch sum of the logits' gradient. Autodiff leaves XLA a reduction that it fuses
-    with the softmax gradient of every layer sharing the bias, recomputing them all on one
-    thread (~30 ms a step for T5 small on CPU)."""
-    return logits + bias
-
-
-def _add_bias_fwd(logits, bias, shared_by_batch):
-    return logits + bias, None
-
-
-def _add_bias_bwd(shared_by_batch, _, grad):
-    grad_bias = sum_leading_axes(grad, 1)[None] if shared_by_batch else grad
-    return grad, grad_bias
-
-
-_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
-
-
-@jax.custom_vjp
-def _attention_scores(query, key):
-    """``einsum("bqhd,bkhd->bhqk")`` in float32 whose key gradient is a plain batched
-    product: autodiff contracts the scores' gradient over its query axis, a transposed
-    operand that XLA on CPU hands to its slower generic dot."""
-    return jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
-
-
-def _attention_scores_fwd(query, key):
-    return _attention_scores(query, key), (query, key)
-
-
-def _attention_scores_bwd(residuals, grad):
-    query, key = residuals
-    grad = grad.astype(query.dtype)
-    grad_query = jnp.einsum("bhqk,bkhd->bqhd", grad, key, preferred_element_type=jnp.float32)
-    query_t = jax.lax.optimization_barrier(jnp.transpose(query, (0, 2, 3, 1)))  # [b, h, d, q]
-    grad_key_t = jnp.einsum("bhdq,bhqk->bhdk", query_t, grad, preferred_element_type=jnp.float32)
-    return (grad_query.astype(query.dtype),
-            jnp.transpose(grad_key_t, (0, 3, 1, 2)).astype(key.dtype))
-
-
-_attention_scores.defvjp(_attention_scores_fwd, _attention_scores_bwd)
-
-
-def _split_attention_batch(batch_size: int) -> bool:
-    """Whether attention runs as two batch halves: on CPU, for an even batch.
-
-    XLA on CPU runs a batched matrix product (attention's [B·H, Lq, Lk] by [B·H, Lk, D])
-    on one thread, ~100 GFLOP/s against ~210 for the model's dense products on two cores.
-    Two halves with no data between them let XLA's executor run them side by side. For T5
-    1.1 small at batch 8 × 128 that took the attention products from ~210 to ~165 ms of a
-    2.2 s training step. Other backends parallelise batched products themselves, and
-    slicing a sharded batch would move data between devices there.
-    """
-    return batch_size >= 2 and batch_size % 2 == 0 and jax.default_backend() == "cpu"
-
-
 def make_attention_mask(query_valid, key_valid, query_segments=None, key_segments=None):
     """Boolean mask [B, 1, Lq, Lk]: both ends valid and, if given, in the same segment."""
     mask = query_valid[:, None, :, None] & key_valid[:, None, None, :]
@@ -374,6 +242,7 @@ class MultiHeadAttention(nn.Module):
     head_dim: int
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, inputs_q, inputs_kv, mask=None, bias=None, deterministic=True,
@@ -384,7 +253,8 @@ class MultiHeadAttention(nn.Module):
         def query_init(key, shape, dtype=jnp.float32):
             return _fan_in_normal(key, shape, dtype) / depth_scaling
 
-        proj = functools.partial(Dense, inner, ("embed", "joined_kv"), self.dtype)
+        proj = functools.partial(Dense, inner, ("embed", "joined_kv"), self.dtype,
+                                 kernels=self.kernels)
         query = proj(kernel_init=query_init, name="query")(inputs_q)
         key = proj(kernel_init=_fan_in_normal, name="key")(inputs_kv)
         value = proj(kernel_init=_fan_in_normal, name="value")(inputs_kv)
@@ -403,35 +273,27 @@ class MultiHeadAttention(nn.Module):
                 value = cached_value.value.at[rows, decode_index].set(value[:, 0])
                 cached_key.value, cached_value.value = key, value
 
-        dropout = Dropout(self.dropout_rate)
+        ops = kernel_ops(self.kernels)
+        dropout = Dropout(self.dropout_rate, self.kernels)
 
-        def attend(query, key, value, mask, bias):
-            logits = _attention_scores(query, key)
+        def attention(query, key, value, mask, bias):
+            logits = ops.attention_scores(query, key)
             if bias is not None:
-                logits = _add_bias(logits, bias.astype(jnp.float32),
-                                   bias.shape[0] == 1 and logits.shape[0] != 1)
+                logits = ops.add_bias(logits, bias.astype(jnp.float32),
+                                      bias.shape[0] == 1 and logits.shape[0] != 1)
             if mask is not None:
-                # Added, as T5X does, rather than selected: the mask then has no part
-                # in the backward pass, where a select made XLA rebuild it (and the
-                # dropout bits) in a slow fused loop, ~40 ms of a T5 1.1 small step on CPU.
+                # Added, as T5X does, rather than selected: the mask then takes no part
+                # in the backward pass.
                 logits = logits + jnp.where(mask, 0.0, NEG_INF).astype(logits.dtype)
             weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
             weights = dropout(weights, deterministic=deterministic)
             return jnp.einsum("bhqk,bkhd->bqhd", weights, value,
                               preferred_element_type=jnp.float32).astype(value.dtype)
 
-        if decode or not _split_attention_batch(query.shape[0]):
-            out = attend(query, key, value, mask, bias)
-        else:
-            # Two independent halves (each with its own dropout draw) that XLA can run
-            # on two cores at once; see _split_attention_batch.
-            half = query.shape[0] // 2
-            part = lambda t, i: t if t is None or t.shape[0] == 1 else t[i * half:(i + 1) * half]
-            out = jnp.concatenate([attend(part(query, i), part(key, i), part(value, i),
-                                          part(mask, i), part(bias, i)) for i in range(2)])
+        out = ops.attend(attention, query, key, value, mask, bias)
         out = out.reshape(out.shape[:2] + (inner,))
         return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), self.dtype,
-                     kernel_init=_fan_in_normal, name="out")(out)
+                     kernel_init=_fan_in_normal, kernels=self.kernels, name="out")(out)
 
 
 class MlpBlock(nn.Module):
@@ -441,17 +303,20 @@ class MlpBlock(nn.Module):
     activations: tuple = ("relu",)
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    kernels: str = "auto"
 
     @nn.compact
     def __call__(self, x, deterministic=True):
         hidden = []
         for i, act in enumerate(self.activations):
             name = "wi" if len(self.activations) == 1 else f"wi_{i}"
-            h = Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name=name)(x)
+            h = Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, kernels=self.kernels,
+                      name=name)(x)
             hidden.append(ACTIVATIONS[act](h))
         h = functools.reduce(operator.mul, hidden)
-        h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
-        return Dense(x.shape[-1], ("mlp", "embed"), self.dtype, name="wo")(h)
+        h = Dropout(self.dropout_rate, self.kernels)(h, deterministic=deterministic)
+        return Dense(x.shape[-1], ("mlp", "embed"), self.dtype, kernels=self.kernels,
+                     name="wo")(h)
 
 
 def _dtype(config: T5Config):
@@ -459,17 +324,17 @@ def _dtype(config: T5Config):
 
 
 def _norm(config, name):
-    return LayerNorm(config.layer_norm_epsilon, _dtype(config), name=name)
+    return LayerNorm(config.layer_norm_epsilon, _dtype(config), config.kernels, name=name)
 
 
 def _attention(config, name):
     return MultiHeadAttention(config.num_heads, config.head_dim, config.dropout_rate,
-                              _dtype(config), name=name)
+                              _dtype(config), config.kernels, name=name)
 
 
 def _mlp(config):
     return MlpBlock(config.mlp_dim, config.mlp_activations, config.dropout_rate,
-                    _dtype(config), name="mlp")
+                    _dtype(config), config.kernels, name="mlp")
 
 
 def _relpos(config):
@@ -484,7 +349,7 @@ class EncoderLayer(nn.Module):
     @nn.compact
     def __call__(self, x, mask, bias, deterministic=True):
         cfg = self.config
-        drop = Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate, cfg.kernels)
         h = _norm(cfg, "pre_attention_layer_norm")(x)
         h = _attention(cfg, "attention")(h, h, mask, bias, deterministic)
         x = x + drop(h, deterministic=deterministic)
@@ -500,7 +365,7 @@ class DecoderLayer(nn.Module):
     def __call__(self, x, encoded, self_mask, self_bias, cross_mask, deterministic=True,
                  decode=False, decode_index=None):
         cfg = self.config
-        drop = Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate, cfg.kernels)
         h = _norm(cfg, "pre_self_attention_layer_norm")(x)
         h = _attention(cfg, "self_attention")(h, h, self_mask, self_bias, deterministic,
                                               decode=decode, decode_index=decode_index)
@@ -529,7 +394,7 @@ class Encoder(nn.Module):
                  deterministic=True):
         cfg = self.config
         tokens = encoder_input_tokens.astype(jnp.int32)
-        drop = Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate, cfg.kernels)
         x = drop(self.shared_embedding(tokens), deterministic=deterministic)
         positions = _default_positions(tokens) if encoder_positions is None else encoder_positions
         bias = _relpos(cfg)(positions, positions, bidirectional=True)
@@ -585,7 +450,7 @@ class Decoder(nn.Module):
             cross_mask = make_attention_mask(query_valid, enc_valid, decoder_segment_ids,
                                              encoder_segment_ids)
 
-        drop = Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate, cfg.kernels)
         x = drop(self.shared_embedding(tokens), deterministic=deterministic)
         for i in range(cfg.num_decoder_layers):
             x = DecoderLayer(cfg, name=f"layers_{i}")(
@@ -597,7 +462,7 @@ class Decoder(nn.Module):
             logits = self.shared_embedding.attend(x) / math.sqrt(x.shape[-1])
         else:
             logits = Dense(cfg.vocab_size, ("embed", "vocab"), _dtype(cfg),
-                           name="logits_dense")(x)
+                           kernels=cfg.kernels, name="logits_dense")(x)
         return logits.astype(jnp.float32)
 
 

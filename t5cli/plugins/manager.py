@@ -11,7 +11,6 @@ import importlib
 import importlib.metadata
 import inspect
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -158,7 +157,19 @@ def _collect(pm: pluggy.PluginManager, registry: Registry, plugin: Any, info: Pl
                 continue
             path = _source_file(impl.function) or info.path
             origin = Origin(plugin=info.name, source=info.source, path=path)
-            impl.function(register=registry.registrar(kind, origin))
+            try:
+                impl.function(register=registry.registrar(kind, origin))
+            except T5CliError:
+                raise
+            except Exception as exc:
+                if info.source != "user-dir":  # an installed plugin's failure: the caller decides
+                    raise
+                from t5cli.plugins.user_dir import _describe_import_error
+
+                raise PluginLoadError(
+                    f"{_describe_import_error(exc, Path(path))} (in hook {caller.name} of "
+                    f"user-dir plugin {info.name!r}; fix the file or drop --user-dir)"
+                ) from exc
     info.provides = registry.provided_by(info.name)
 
 
@@ -279,8 +290,3 @@ def _load_one_user_dir(pm, registry: Registry, directory: Path, blocked: set) ->
 def plugin_report(runtime: Runtime) -> List[Dict[str, Any]]:
     """The JSON-able list ``t5 plugins`` prints."""
     return [p.as_dict() for p in runtime.plugins]
-
-
-def loaded_module_names() -> List[str]:
-    """Heavy libraries imported so far (used by tests of ``t5 --help``)."""
-    return [m for m in ("jax", "tensorflow", "seqio") if m in sys.modules]

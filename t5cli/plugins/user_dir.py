@@ -23,7 +23,7 @@ import sys
 import traceback
 import types
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Set
 
 from t5cli.errors import DuplicateNameError, PluginLoadError, T5CliError
 
@@ -210,12 +210,3 @@ def _forget(package: str) -> None:
         if pkg == package:
             del finder.dirs[directory]
             sys.path_importer_cache.pop(str(directory), None)
-
-
-def find_user_dir_of(module_name: str) -> Optional[str]:
-    """The user dir a module name belongs to, if it is one of ours (for friendly errors)."""
-    if not module_name.startswith(PACKAGE_PREFIX):
-        return None
-    pkg = sys.modules.get(module_name.split(".")[0])
-    loaded = getattr(pkg, "__t5cli_user_dir__", None)
-    return str(loaded.path) if loaded else None

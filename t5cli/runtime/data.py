@@ -11,6 +11,10 @@ Evaluation batches are not packed (``pack`` may be switched on for the training-
 loss), not shuffled, read once; the last batch is padded to full size and comes with a
 ``mask`` of real rows.
 
+With ``use_cached`` the examples come from seqio's preprocessed cache (``t5 cache-tasks``,
+:mod:`t5cli.runtime.task_cache`) in the order seqio's cached reader gives for the seed; a
+task missing from every cache dir is a DataError naming the command that makes it.
+
 Batch keys (from the converter): ``encoder_input_tokens``, ``decoder_input_tokens``,
 ``decoder_target_tokens``, ``decoder_loss_weights`` and, when packed,
 ``encoder_segment_ids``, ``decoder_segment_ids``, ``encoder_positions``,
@@ -102,6 +106,10 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
         )
     host_batch, shard_info = _host_batch_size(batch_size)
     converter = seqio.EncDecFeatureConverter(pack=pack)
+    if use_cached:
+        from t5cli.runtime.task_cache import check_cached
+
+        check_cached(task)
     try:
         ds = seqio.get_dataset(
             task.name, task_feature_lengths=lengths, feature_converter=converter,
@@ -112,9 +120,11 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
         raise
     except Exception as exc:
         if use_cached and isinstance(exc, (FileNotFoundError, ValueError)) and "cache" in str(exc).lower():
+            from t5cli.runtime.task_cache import cache_command
+
             raise DataError(
-                f"task {task.name!r} has no cached data ({exc}); run seqio's cache_tasks_main, "
-                f"or set USE_CACHED_TASKS = False"
+                f"task {task.name!r}: its cache cannot be read ({exc}); build it again with "
+                f"`{cache_command(task.name)} --overwrite`, or set USE_CACHED_TASKS = False"
             ) from None
         raise data_error(task.name, split, exc) from exc
     return ds.batch(host_batch, drop_remainder=drop_remainder), host_batch
@@ -125,7 +135,11 @@ def data_error(task_name: str, split: str, exc: BaseException) -> DataError:
     import re
 
     from t5cli.errors import first_line
+    from t5cli.runtime.task_cache import missing_cache_error
 
+    not_cached = missing_cache_error(exc)
+    if not_cached is not None:
+        return not_cached
     # tf.data errors name the graph node and the iterator chain before the cause
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", first_line(exc))
     text = re.sub(r" with iterator: [\w:]*\w", "", text)

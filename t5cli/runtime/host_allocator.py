@@ -12,8 +12,9 @@ reused by the next with no page faults. The price is that the process keeps its 
 heap until it exits, which is what a training or decoding process wants anyway.
 
 It only affects threads that have not yet allocated, so ``train()`` calls it before its
-first JAX computation. Not glibc (macOS, musl) or ``T5CLI_MALLOC_DEFAULTS=0``: nothing
-is changed.
+first JAX computation. It is about XLA's CPU backend, whose buffers live in host memory:
+when JAX will run on a GPU or TPU (``xla_flags.platform_is_cpu``), with another libc
+(macOS, musl) or with ``T5CLI_MALLOC_DEFAULTS=0``, nothing is changed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+
+from t5cli.runtime.xla_flags import platform_is_cpu
 
 # mallopt(3) parameter numbers, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -34,11 +37,14 @@ _applied = False
 
 
 def retain_freed_memory(environ=os.environ) -> bool:
-    """Apply :data:`SETTINGS` through glibc's ``mallopt``; returns whether they are in force."""
+    """Apply :data:`SETTINGS` through glibc's ``mallopt`` when JAX will run on the CPU;
+    returns whether they are in force."""
     global _applied
     if _applied:
         return True
     if environ.get("T5CLI_MALLOC_DEFAULTS", "1") == "0" or platform.libc_ver()[0] != "glibc":
+        return False
+    if not platform_is_cpu(environ):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

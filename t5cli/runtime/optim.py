@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from t5cli.errors import ConfigError
-from t5cli.reductions import mean_over_axis
+from t5cli.models.kernels import check as check_kernels, ops as kernel_ops
 
 Schedule = Callable[[Any], Any]
 
@@ -107,14 +107,18 @@ def _mean_square(x):
 def scale_by_adafactor(decay_rate: float = 0.8, clipping_threshold: Optional[float] = 1.0,
                        multiply_by_parameter_scale: bool = True, factored: bool = True,
                        min_dim_size_to_factor: int = 128, epsilon1: float = 1e-30,
-                       min_parameter_scale: float = 1e-3) -> optax.GradientTransformationExtraArgs:
+                       min_parameter_scale: float = 1e-3, kernels: str = "auto"
+                       ) -> optax.GradientTransformationExtraArgs:
     """Adafactor's scaling in one pass per parameter.
 
     The same arithmetic as ``optax.chain(scale_by_factored_rms, clip_by_block_rms,
     <learning rate>, scale_by_param_block_rms)`` with the same state
     (``optax.FactoredState``), written as one function of each parameter so that XLA can
-    fuse it: that chain issues ~10 kernels per parameter, most of them tiny.
+    fuse it: that chain issues ~10 kernels per parameter, most of them tiny. ``kernels``
+    chooses the backend kernels for the factored means (``t5cli.models.kernels``; ``auto``
+    is resolved when the update is traced).
     """
+    check_kernels(kernels)
     base = optax.scale_by_factored_rms(factored, decay_rate, 0, min_dim_size_to_factor, epsilon1)
 
     def update_fn(grads, state, params=None, *, learning_rate=1.0, **extra):
@@ -122,6 +126,7 @@ def scale_by_adafactor(decay_rate: float = 0.8, clipping_threshold: Optional[flo
         if params is None:
             raise ValueError("scale_by_adafactor needs params")
         decay = 1.0 - jnp.asarray(state.count + 1, jnp.float32) ** (-decay_rate)
+        mean_over_axis = kernel_ops(kernels).mean_over_axis
 
         def one(grad, v_row, v_col, v, param):
             grad_sqr = grad * grad + epsilon1
@@ -155,15 +160,16 @@ def scale_by_adafactor(decay_rate: float = 0.8, clipping_threshold: Optional[flo
 def adafactor(decay_rate: float = 0.8, clipping_threshold: Optional[float] = 1.0,
               multiply_by_parameter_scale: bool = True, factored: bool = True,
               min_dim_size_to_factor: int = 128, epsilon1: float = 1e-30,
-              momentum: Optional[float] = None, weight_decay_rate: Optional[float] = None
-              ) -> optax.GradientTransformationExtraArgs:
+              momentum: Optional[float] = None, weight_decay_rate: Optional[float] = None,
+              kernels: str = "auto") -> optax.GradientTransformationExtraArgs:
     """Adafactor with T5X's defaults (factored, update clipping 1.0, parameter scaling).
 
     The steps of ``optax.adafactor``; the learning rate comes from ``update``'s
-    ``learning_rate`` argument.
+    ``learning_rate`` argument. ``kernels``: ``auto``, ``plain`` or ``cpu``, as
+    ``T5Config.kernels``.
     """
     parts = [scale_by_adafactor(decay_rate, clipping_threshold, multiply_by_parameter_scale,
-                                factored, min_dim_size_to_factor, epsilon1)]
+                                factored, min_dim_size_to_factor, epsilon1, kernels=kernels)]
     if momentum is not None:
         parts.append(optax.ema(momentum, debias=False))
     if weight_decay_rate is not None:

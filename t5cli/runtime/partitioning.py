@@ -132,10 +132,5 @@ def shard_batch(batch, mesh: Mesh):
             for k, v in batch.items()}
 
 
-def shard_tree(tree, shardings):
-    """Place (or move) every array of ``tree`` with the matching sharding."""
-    return jax.tree_util.tree_map(jax.device_put, tree, shardings)
-
-
 def describe_spec(spec: PartitionSpec) -> str:
     return "(" + ", ".join("None" if a is None else repr(a) for a in spec) + (",)" if len(spec) == 1 else ")")

@@ -1,10 +1,11 @@
-"""XLA settings t5cli applies to training before JAX starts a backend.
+"""XLA settings t5cli applies to training on CPU before JAX starts a backend.
 
 XLA reads ``XLA_FLAGS`` once, when the first backend is created, so ``train()`` (and so
 ``t5 train``) adds these to the environment before its first JAX computation; in a
 process whose backend already exists they cannot apply and are left out. A flag the user
 has already put in ``XLA_FLAGS`` is left as the user set it; ``T5CLI_XLA_DEFAULTS=0``
-turns the defaults off altogether.
+turns the defaults off altogether. All of them are about XLA's CPU backend, so they are
+only added when JAX will run on the CPU (:func:`platform_is_cpu`).
 
 - ``--xla_cpu_experimental_ynn_fusion_type=dot``: on CPU, hand only matrix products to
   YNNPACK and leave element-wise work to XLA's own fused loops. Measured on a 2-core
@@ -31,7 +32,9 @@ turns the defaults off altogether.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from importlib import metadata
 from typing import Dict
 
@@ -55,18 +58,77 @@ def _jaxlib_version() -> tuple:
     return tuple(parts)
 
 
-def _backend_started() -> bool:
-    import sys
+#: modules of PJRT plugins that give JAX a GPU or TPU backend (besides the ``jax_plugins``
+#: namespace and entry points, which every PJRT plugin uses)
+ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
+                       "jax_rocm7_plugin", "libtpu")
 
-    bridge = sys.modules.get("jax._src.xla_bridge")
-    return bool(getattr(bridge, "_backends", None))
+
+def _requested_platforms(environ) -> str:
+    requested = environ.get("JAX_PLATFORMS")
+    if environ is os.environ and "jax" in sys.modules:
+        # jax reads JAX_PLATFORMS at import; jax.config.update may have changed it since
+        import jax
+
+        requested = jax.config.jax_platforms
+    # the older spelling, which jax 0.10 still honours
+    return (requested or environ.get("JAX_PLATFORM_NAME") or "").strip().lower()
+
+
+def _accelerator_plugin_installed() -> bool:
+    if any(True for _ in metadata.entry_points(group="jax_plugins")):
+        return True
+    namespace = importlib.util.find_spec("jax_plugins")
+    if namespace is not None and list(namespace.submodule_search_locations or ()):
+        import pkgutil
+
+        if any(True for _ in pkgutil.iter_modules(namespace.submodule_search_locations)):
+            return True
+    return any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_MODULES)
+
+
+def platform_is_cpu(environ=os.environ) -> bool:
+    """Whether JAX's default backend will be the CPU, decided without starting one.
+
+    ``JAX_PLATFORMS`` (or, once jax is imported, ``jax.config.jax_platforms``) names it
+    when set: its first entry is the default. Otherwise JAX prefers a GPU or TPU when a
+    PJRT plugin for one is installed, so any such plugin counts as "not CPU", even on a
+    machine where it would find no device; set ``JAX_PLATFORMS=cpu`` there.
+    """
+    requested = _requested_platforms(environ)
+    if requested:
+        return requested.split(",")[0].strip() == "cpu"
+    return not _accelerator_plugin_installed()
+
+
+def _backend_started() -> bool:
+    """Whether this process has already created a JAX backend (so XLA_FLAGS is read).
+
+    Without jax imported, none has. JAX has no public "backends are initialized" call (it
+    keeps one in a private module), so this reads the cache of the public
+    ``jax.extend.backend.get_backend``, through which computations and device queries
+    reach their backend (only a direct ``jax.extend.backend.backends()`` call bypasses
+    it): a non-empty cache means one exists. Should a JAX version drop that cache, the
+    answer is "not started": flags that then arrive too late change nothing in this
+    process, the harmless way to be wrong.
+    """
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax.extend.backend import get_backend
+
+        return get_backend.cache_info().currsize > 0
+    except (ImportError, AttributeError):
+        return False
 
 
 def apply_defaults(environ=os.environ, activation_dtype: str = "float32") -> str:
     """Add t5cli's XLA defaults for training with ``activation_dtype`` to
-    ``environ['XLA_FLAGS']``; returns the resulting value."""
+    ``environ['XLA_FLAGS']`` when JAX will run on the CPU; returns the resulting value."""
     current = environ.get("XLA_FLAGS", "")
-    if environ.get("T5CLI_XLA_DEFAULTS", "1") == "0" or (environ is os.environ and _backend_started()):
+    if environ.get("T5CLI_XLA_DEFAULTS", "1") == "0" or not platform_is_cpu(environ):
+        return current
+    if environ is os.environ and _backend_started():
         return current
     version = _jaxlib_version()
     added = [f"{flag}={value}" for flag, (value, since, dtypes) in DEFAULTS.items()
