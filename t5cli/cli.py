@@ -224,6 +224,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a file-system error: one line naming the path and the cause
+        from t5cli.errors import storage_error
+
+        err = storage_error(exc)
+        if err is None:
+            raise
+        if opts.verbose:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
+        click.secho(f"error: {err}", err=True, fg="red")
+        sys.exit(err.exit_code)
     finally:
         cli.commands = core_commands  # main() may run again in this process (tests)
 

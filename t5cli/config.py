@@ -147,6 +147,9 @@ def gin_reason(exc: BaseException) -> str:
                 f"@references or %MACROS, so write text in quotes (NAME = \"{token.group(1)}\")")
     if "EOF in multi-line statement" in text:
         return "a bracket or quote is not closed"
+    t5x = _t5x_closest_name(text)
+    if t5x:
+        return t5x
     module = re.search(r"No module named '((t5x|t5|flaxformer)\b[\w.]*)'", text)
     if module:
         return (f"it imports T5X's Python module {module.group(1)!r}, which t5cli does not use: "
@@ -154,6 +157,38 @@ def gin_reason(exc: BaseException) -> str:
                 f"(T5X's includes t5x/configs/runs/*.gin and t5x/examples/t5/*/*.gin and its "
                 f"macros work as they are)")
     return first_line(exc)
+
+
+def _t5x_closest_name(text: str) -> Optional[str]:
+    """gin's error for a T5X name or parameter t5cli's T5X layer lacks, with the closest one."""
+    import difflib
+    import inspect
+    import re
+
+    from t5cli import t5x_compat
+
+    served = {v: k for k, v in t5x_compat.MODULES.items()}
+    attr = re.search(r"Couldn't resolve selector ([\w.]+); <module '([\w.]+)'.*? has no attribute (\w+)", text)
+    if attr and attr.group(2) in served:
+        module = importlib.import_module(attr.group(2))
+        names = [n for n in dir(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr.group(3), names, n=1)
+        hint = f"; did you mean {attr.group(1).rsplit('.', 1)[0]}.{close[0]}?" if close else ""
+        return f"T5X's {served[attr.group(2)]} has no {attr.group(3)!r} that t5cli knows{hint}"
+    param = re.search(r"Configurable '([\w.]+)' doesn't have a parameter named '(\w+)'", text)
+    if param:
+        import gin
+
+        try:
+            fn = gin.config._REGISTRY.get_match(param.group(1)).wrapped  # pylint: disable=protected-access
+            names = list(inspect.signature(fn).parameters)
+        except Exception:  # pragma: no cover - gin internals changed
+            return None
+        close = difflib.get_close_matches(param.group(2), names, n=1)
+        if not close:
+            return None
+        return f"{param.group(0)}; did you mean {close[0]!r}?"
+    return None
 
 
 def _location(exc: BaseException) -> str:
@@ -178,13 +213,24 @@ def parse_gin(*, gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
     """
     import gin
 
+    from t5cli import t5x_compat
+
     register_configurables()
+    t5x_compat.forget()  # a T5X file parsed earlier in this process leaves no names behind
     gin.clear_config()
     paths = [str(CONFIGS_DIR), *map(str, user_dirs), *split_search_paths(search_paths)]
     for p in paths:
         gin.add_config_file_search_path(p)
-    with _quiet_path_lookups():
+    with _quiet_path_lookups(), t5x_compat.serving():
         _parse_files_and_bindings(list(base_files) + list(gin_files), shortcuts, bindings, paths)
+
+
+def t5x_script(name: str) -> Optional[Callable]:
+    """gin's wrapper of T5X's run script ``name`` (``train``, ``evaluate``, ``infer``) when the
+    parsed gin files bind it (``train_script.train`` …), else None."""
+    from t5cli import t5x_compat
+
+    return t5x_compat.script(name)
 
 
 class _DropPathNotFound:
@@ -244,7 +290,7 @@ def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
             raise ConfigError(f"gin file {path!r}: {gin_reason(exc)}" + (f" ({where})" if where else "")) from None
     for binding, flag in [(b, "shortcut") for b in shortcuts] + [(b, "--gin") for b in bindings]:
         try:
-            gin.parse_config(binding)
+            _parse_binding(binding)
         except Exception as exc:
             origin = f"--gin {binding!r}" if flag == "--gin" else f"option {binding!r}"
             hint = ""
@@ -253,8 +299,34 @@ def _parse_files_and_bindings(files, shortcuts, bindings, paths) -> None:
             raise ConfigError(f"{origin}: {gin_reason(exc)}{hint}") from None
 
 
-def call(name: str, **kwargs) -> Any:
-    """Call the configurable ``name`` with gin's bindings (plus ``kwargs``).
+def _parse_binding(binding: str) -> None:
+    """``gin.parse_config``; when T5X's scripts are registered too, a bare ``train.X`` /
+    ``evaluate.X`` / ``infer.X`` means T5X's (``train_script.train.X`` …), as in T5X."""
+    import re
+
+    import gin
+
+    from t5cli import t5x_compat
+
+    try:
+        gin.parse_config(binding)
+    except Exception as exc:
+        match = re.match(r"\s*(train|evaluate|infer)\.", binding)
+        if "Ambiguous selector" in str(exc) and match:
+            name = match.group(1)
+            gin.parse_config(f"{t5x_compat.SCRIPTS[name]}.{name}." + binding.split(".", 1)[1])
+            return
+        # a T5X name no gin file has used yet: bind it as T5X's flags do, through its import
+        alias = re.match(r"\s*(?:[\w.]+/)*(\w+)\.", binding)
+        prelude = t5x_compat.IMPORT_LINES.get(alias.group(1)) if alias else None
+        if "No configurable matching" not in str(exc) or prelude is None:
+            raise
+        gin.parse_config(f"from __gin__ import dynamic_registration\n{prelude}\n{binding}")
+
+
+def call(name, **kwargs) -> Any:
+    """Call the configurable ``name`` (or a gin-wrapped function, e.g. from
+    :func:`t5x_script`) with gin's bindings (plus ``kwargs``).
 
     gin appends "In call to configurable …" to exceptions raised inside; a T5CliError
     comes out clean again, so the CLI prints one line. gin's bindings are cleared when the
@@ -265,8 +337,10 @@ def call(name: str, **kwargs) -> Any:
 
     from t5cli.errors import T5CliError
 
+    from t5cli import t5x_compat
+
     try:
-        return configurable(name)(**kwargs)
+        return (configurable(name) if isinstance(name, str) else name)(**kwargs)
     except T5CliError as exc:
         cls = type(exc)
         if cls.__name__ == cls.__mro__[1].__name__ and "__getattr__" in cls.__dict__:  # gin's proxy
@@ -278,6 +352,7 @@ def call(name: str, **kwargs) -> Any:
         raise
     finally:
         gin.clear_config()
+        t5x_compat.forget()
 
 
 def macro_value(name: str, default: Any = None) -> Any:
@@ -308,8 +383,11 @@ def finalize() -> None:
     """Lock the config (gin's finalize hooks run here)."""
     import gin
 
+    from t5cli import t5x_compat
+
     try:
-        gin.finalize()
+        with t5x_compat.serving():  # finalize hooks may re-read T5X's import lines
+            gin.finalize()
     except Exception as exc:
         raise ConfigError(f"gin config: {first_line(exc)}") from None
 
@@ -318,8 +396,11 @@ def operative_config() -> str:
     """gin's operative config (parameters actually used so far), or '' without gin."""
     import gin
 
+    from t5cli import t5x_compat
+
     try:
-        return gin.operative_config_str()
+        with t5x_compat.serving():  # the import lines of T5X's names are re-read
+            return gin.operative_config_str()
     except Exception:  # pragma: no cover - gin state broken
         return ""
 
@@ -356,14 +437,23 @@ def write_config_gin(model_dir, text: str) -> Path:
 
 def setup_gin(*, base_files: Sequence[str] = (), gin_files: Sequence[str] = (),
               bindings: Sequence[str] = (), search_paths: Sequence[str] = (),
-              shortcuts: Sequence[str] = (), runtime=None, required: Iterable[str] = ()) -> None:
+              shortcuts: Sequence[str] = (), runtime=None, required: Iterable[str] = (),
+              t5x_script_name: Optional[str] = None, t5x_required: Iterable[str] = ()) -> Optional[Callable]:
     """Everything a command does before calling its configurable: parse, check, lock.
 
     ``runtime``'s user dirs join the search path; ``required`` macros must be set (the
-    error names their flag).
+    error names their flag). When the files bind T5X's run script ``t5x_script_name``
+    (``train_script.train`` …), ``t5x_required`` is checked instead and that script's gin
+    wrapper is returned (else None).
     """
     user_dirs = runtime.gin_search_paths() if runtime is not None else ()
     parse_gin(gin_files=gin_files, bindings=bindings, search_paths=search_paths,
               base_files=base_files, shortcuts=shortcuts, user_dirs=user_dirs)
-    check_required(required)
+    script = t5x_script(t5x_script_name) if t5x_script_name else None
+    if script is not None and base_files:  # T5X's own run files replace t5cli's
+        parse_gin(gin_files=gin_files, bindings=bindings, search_paths=search_paths,
+                  base_files=(), shortcuts=shortcuts, user_dirs=user_dirs)
+        script = t5x_script(t5x_script_name)
+    check_required(t5x_required if script is not None else required)
     finalize()
+    return script

@@ -277,6 +277,10 @@ def test_damaged_checkpoint_is_one_line_and_deletes_nothing(trained, tmp_path, t
 
 T5X_STYLE_GIN = """\
 from __gin__ import dynamic_registration
+
+import __main__ as train_script
+from t5.data import mixtures
+from t5x import utils
 {imports}
 include "t5x/examples/t5/byt5/small.gin"
 include "t5x/configs/runs/finetune.gin"
@@ -285,33 +289,44 @@ MIXTURE_OR_TASK_NAME = "{task}"
 TASK_FEATURE_LENGTHS = {{"inputs": 48, "targets": 48}}
 TRAIN_STEPS = 30
 DROPOUT_RATE = 0.0
+USE_CACHED_TASKS = False
 INITIAL_CHECKPOINT_PATH = "trained/checkpoint_20"
+
+train_script.train.eval_period = 20
+train_script.train.eval_steps = 2
+utils.create_learning_rate_scheduler.factors = 'constant'
+utils.create_learning_rate_scheduler.base_learning_rate = 0.01
 """
+# the architecture of the `trained` fixture, in T5X's network.T5Config names
+T5X_TINY = ["--gin.network.T5Config.emb_dim=32", "--gin.network.T5Config.num_heads=2",
+            "--gin.network.T5Config.head_dim=16", "--gin.network.T5Config.mlp_dim=64",
+            "--gin.network.T5Config.num_encoder_layers=1", "--gin.network.T5Config.num_decoder_layers=1",
+            "--gin.network.T5Config.dtype='float32'"]
 
 
 def test_finetune_with_a_t5x_gin_file(trained, tmp_path, t5, monkeypatch):
-    """A T5X example gin file, T5X's include paths and flag spellings, relative paths."""
+    """A T5X example gin file as T5X writes it (imports, T5X's include paths, flag
+    spellings, relative paths) fine-tunes from a t5cli checkpoint."""
     monkeypatch.chdir(tmp_path)
     os.symlink(trained, tmp_path / "trained")
     (tmp_path / "wmt_finetune.gin").write_text(T5X_STYLE_GIN.format(imports="", task=TASK))
     args = ["finetune", "--gin_file=wmt_finetune.gin", "--gin.MODEL_DIR='ft'", "--gin.BATCH_SIZE=16",
-            "--gin.MODEL_NAME='byt5_tiny'", f"--gin.train.model_overrides={TINY_RUN}",
-            "--gin.train.learning_rate_schedule=@constant_schedule()",
-            "--gin.constant_schedule.base_learning_rate=0.01", "--gin.train.eval_period=20",
-            "--gin.train.eval_steps=2"]
+            "--gin.EVALUATOR_NUM_EXAMPLES=8", *T5X_TINY]
     r = t5(*args)
     assert r.exit_code == 0, r.err
     assert (tmp_path / "ft" / "checkpoint_30").is_dir()
     record = json.loads((tmp_path / "ft" / "t5cli_run.json").read_text())
     assert record["train"]["initial_step"] == 20 and record["task"] == TASK
+    assert "train_script.train.eval_period = 20" in (tmp_path / "ft" / "config.gin").read_text()
 
-    # T5X's own Python modules are named, with the fix, and nothing is written
+    # a T5X module t5cli does not emulate is named, with the fix, and nothing is written
     (tmp_path / "wmt_finetune.gin").write_text(T5X_STYLE_GIN.format(
-        imports="import __main__ as train_script\nfrom t5.data import mixtures\n", task=TASK))
+        imports="from t5x.contrib.moe import models as moe_models\n", task=TASK))
     args[2] = "--gin.MODEL_DIR='ft2'"
     r = t5(*args)
     assert r.exit_code == 1 and r.err.strip().count("\n") == 0, r.err
-    assert "imports T5X's Python module 't5'" in r.err and "delete the `import`" in r.err, r.err
+    assert "'t5x.contrib.moe.models', a T5X module t5cli does not emulate" in r.err, r.err
+    assert "delete that import" in r.err, r.err
     assert not (tmp_path / "ft2").exists()
 
 

@@ -127,6 +127,10 @@ def run_configured(ctx, name: str, *, run_file: Optional[str], gin_files: Sequen
     config.parse_gin(base_files=base, gin_files=gin_files, bindings=gin_bindings,
                      search_paths=gin_search_paths, shortcuts=shortcuts,
                      user_dirs=runtime.gin_search_paths())
+    script = config.t5x_script(name)
+    if script is not None:  # T5X's gin files: eval_script.evaluate / infer_script.infer
+        return config.call(script, runtime=runtime,
+                           explicit={k: v for k, v in dict(explicit).items() if v is not None})
     kwargs: Dict[str, Any] = {}
     for param, macro in dict(macros).items():
         if _is_bound(f"{name}.{param}"):

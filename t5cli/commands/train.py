@@ -14,6 +14,8 @@ import click
 
 RUN_FILES = {"train": "runs/pretrain.gin", "finetune": "runs/finetune.gin"}
 REQUIRED = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_NAME")
+#: with T5X's gin files (``train_script.train``): the model comes from MODEL in the model file
+T5X_REQUIRED = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS")
 
 
 def _runtime(ctx):
@@ -81,20 +83,22 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
     runtime = _runtime(ctx)
     required = REQUIRED + (("INITIAL_CHECKPOINT_PATH",) if invoked == "finetune" else ())
     model_file = config.model_gin_file(model)
-    config.setup_gin(
+    t5x_train = config.setup_gin(
         base_files=[RUN_FILES[invoked]] + ([model_file] if model_file else []),
         gin_files=gin_files, bindings=gin_bindings, search_paths=gin_search_paths,
         shortcuts=config.shortcut_bindings(
             task=task, model=model, model_dir=model_dir, steps=steps, batch_size=batch_size,
             init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed,
             activation_dtype=dtype) + (["USE_CACHED_TASKS = True"] if use_cached_tasks else []),
-        runtime=runtime, required=required,
+        runtime=runtime, required=required, t5x_script_name="train",
+        t5x_required=T5X_REQUIRED + (("INITIAL_CHECKPOINT_PATH",) if invoked == "finetune" else ()),
     )
-    if dtype is not None:
+    if dtype is not None and t5x_train is None:
         _check_dtype_is_bound()
     add_cache_dirs(cache_dirs)
     with explain_missing_cache():
-        result = config.call("train", runtime=runtime, tfds_data_dir=tfds_data_dir)
+        # T5X's gin files bind train_script.train (t5cli.t5x_compat); t5cli's bind train
+        result = config.call(t5x_train or "train", runtime=runtime, tfds_data_dir=tfds_data_dir)
     click.echo(f"done: step {result.step}, MODEL_DIR {result.model_dir}")
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints of this tool (orbax), and loading parameters from them or from HF.
+"""Checkpoints of this tool (orbax), and loading parameters from them, from HF, or from
+T5X and Mesh-TensorFlow checkpoints (:mod:`t5cli.runtime.checkpoint_formats`).
 
 Layout of ``MODEL_DIR/checkpoint_<step>/`` (T5X's directory names, orbax's
 ``step_prefix='checkpoint'``):
@@ -122,8 +123,12 @@ def _abstract(tree, shardings=None):
 def _tree_metadata(item_dir) -> Any:
     import orbax.checkpoint as ocp
 
+    from t5cli.quiet import orbax_errors_as_exceptions
+
+    _verify_checksums(item_dir)
     try:
-        meta = ocp.StandardCheckpointHandler().metadata(item_dir)
+        with orbax_errors_as_exceptions():
+            meta = ocp.StandardCheckpointHandler().metadata(item_dir)
     except Exception as exc:  # unreadable or not an orbax tree
         raise _unreadable("cannot read checkpoint", item_dir, exc) from None
     tree = getattr(meta, "item_metadata", meta)
@@ -133,18 +138,61 @@ def _tree_metadata(item_dir) -> Any:
 def _restore_tree(item_dir, target) -> Any:
     import orbax.checkpoint as ocp
 
+    from t5cli.quiet import orbax_errors_as_exceptions
+
     try:
-        return ocp.StandardCheckpointHandler().restore(item_dir, args=ocp.args.StandardRestore(target))
+        with orbax_errors_as_exceptions():
+            return ocp.StandardCheckpointHandler().restore(item_dir, args=ocp.args.StandardRestore(target))
     except Exception as exc:
         raise _unreadable("cannot restore", item_dir, exc) from None
 
 
 def _unreadable(what: str, item_dir, exc: BaseException) -> CheckpointError:
     step_dir = _epath(item_dir).parent
+    cause = exc if isinstance(exc, str) else _short_cause(exc)
     return CheckpointError(
-        f"{what} {item_dir}: {type(exc).__name__}: {first_line(exc)}; the checkpoint is damaged "
+        f"{what} {item_dir}: {cause}; the checkpoint is damaged "
         f"or incomplete: point at an earlier checkpoint_<N>, or move {step_dir.name} out of "
         f"{step_dir.parent} to resume from the one before it")
+
+
+def _verify_checksums(item_dir) -> None:
+    """CheckpointError naming the first file of ``item_dir`` that differs from the checksums
+    recorded when its checkpoint was saved (see :mod:`t5cli.runtime.checkpoint_integrity`)."""
+    from t5cli.runtime.checkpoint_integrity import find_damage
+
+    damage = find_damage(item_dir)
+    if damage is not None:
+        raise _unreadable("cannot restore", item_dir, damage)
+
+
+def _short_cause(exc: BaseException) -> str:
+    """The cause of an orbax/TensorStore error in one short line: the file it could not read
+    when it names one, never its JSON spec (at most ~200 characters)."""
+    chain, seen = [], set()
+    e = exc
+    while e is not None and id(e) not in seen:  # orbax wraps TensorStore's error
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    tensorstore = None
+    for e in chain:
+        text = re.sub(r"\s*\[(?:tensorstore_spec|source locations)=.*$", "", first_line(e))
+        code = re.match(r"([A-Z][A-Z_]+): ", text)
+        files = re.findall(r'local file "([^"]+)"', text)
+        if code and files and not files[-1].endswith("/"):
+            reason = {"NOT_FOUND": "is missing", "DATA_LOSS": "is corrupt"}.get(
+                code.group(1), f"cannot be read ({code.group(1)})")
+            return f"file {files[-1]} {reason}"
+        if code and tensorstore is None:
+            tensorstore = text
+    if tensorstore is not None:  # e.g. 'FAILED_PRECONDITION: Error reading "x/0.0" in OCDBT …'
+        text = re.sub(r" in OCDBT database at local file \"[^\"]+\"", "", tensorstore).split(";")[0]
+    else:
+        text = re.sub(r"\s*\[(?:tensorstore_spec|source locations)=.*$", "", first_line(exc))
+        text = re.sub(r"\s*See full TensorStore details:.*$", "", text)
+        text = f"{type(exc).__name__}: {re.sub(r'{.*}', '{…}', text)}"
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 # --- parameters only (init / eval / infer / export) ------------------------------------------------
@@ -157,15 +205,20 @@ def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardin
     """Parameters for ``model`` from a checkpoint; returns ``(params, step)``.
 
     ``model_dir_or_path`` may be a MODEL_DIR (its latest checkpoint, or ``step``), one
-    ``checkpoint_<N>`` directory of this tool, or a Hugging Face T5 directory (step 0).
-    Parameters are checked against ``model``'s shapes first; a missing path, an empty
-    MODEL_DIR or a mismatch raises CheckpointError. ``shardings`` (a tree of
-    NamedShardings like the params) places them on a mesh; default: first local device.
+    ``checkpoint_<N>`` directory of this tool, a Hugging Face T5 directory (step 0), or a
+    foreign checkpoint (:func:`checkpoint_format` names them: T5X legacy or orbax, at its
+    step; Mesh-TensorFlow, at its ``global_step``). Parameters are checked against
+    ``model``'s shapes first; a missing path, an empty MODEL_DIR or a mismatch raises
+    CheckpointError. ``shardings`` (a tree of NamedShardings like the params) places them
+    on a mesh; default: first local device.
     """
     if model_dir_or_path is None or str(model_dir_or_path) == "":
         raise CheckpointError("no checkpoint path given; pass --init-checkpoint or --checkpoint")
+    from t5cli.runtime import checkpoint_formats
+
+    checkpoint_formats.check_local(model_dir_or_path)
     path = _epath(model_dir_or_path)
-    if not path.exists():
+    if not path.exists() and checkpoint_format(path) != "mtf":  # MTF: a model.ckpt-N prefix
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check the path")
     expected = _abstract_params(model)
     if is_hf_dir(path):
@@ -183,6 +236,10 @@ def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardin
         if shardings is not None:
             params = jax.tree_util.tree_map(jax.device_put, params, shardings)
         return params, 0
+    if checkpoint_format(path) not in ("t5cli", "hf"):
+        foreign = checkpoint_formats.read(str(path), step)
+        if foreign is not None:
+            return _foreign_params(foreign, expected, shardings), foreign.step
     if is_checkpoint_dir(path):
         m = _STEP_DIR.match(path.name)
         found_step = int(m.group(1)) if m else 0
@@ -207,6 +264,43 @@ def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardin
     check_param_shapes(stored, expected, f"checkpoint {step_dir}")
     params = _restore_tree(item, _abstract(expected, shardings))
     return params, found_step
+
+
+def checkpoint_format(path, step: Optional[int] = None) -> Optional[str]:
+    """What ``path`` holds: ``'t5cli'`` (a MODEL_DIR or ``checkpoint_<N>`` of this tool),
+    ``'hf'``, ``'t5x'`` (legacy msgpack + tensorstore), ``'t5x-orbax'``, ``'mtf'``, or None."""
+    from t5cli.runtime import checkpoint_formats
+
+    if checkpoint_formats.remote_message(path):
+        return None
+    p = _epath(path)
+    if is_checkpoint_dir(p) or all_steps(p):
+        return "t5cli"
+    if is_hf_dir(p):
+        return "hf"
+    found = checkpoint_formats.detect(str(p), step)
+    return found[0] if found else None
+
+
+def _foreign_params(foreign, expected, shardings):
+    """A foreign checkpoint's parameters, checked and cast like the model's, notes said."""
+    import sys
+
+    for note in foreign.notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    check_param_shapes(foreign.params, expected, foreign.description)
+    params = jax.tree_util.tree_map(lambda e, x: np.asarray(x, dtype=e.dtype), expected,
+                                    _like(expected, foreign.params))
+    if shardings is not None:
+        params = jax.tree_util.tree_map(jax.device_put, params, shardings)
+    return params
+
+
+def _like(expected, tree):
+    """``tree`` (nested dicts) in the container types of ``expected``."""
+    if isinstance(expected, Mapping):
+        return type(expected)({k: _like(v, tree[k]) for k, v in expected.items()})
+    return tree
 
 
 # --- full train state (resume) -------------------------------------------------------------------
@@ -245,8 +339,27 @@ class TrainCheckpointer:
         }
         if opt_flat:
             items[OPT_STATE] = ocp.args.StandardSave(opt_flat)
-        self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
-        self._manager.wait_until_finished()
+        step_dir = self.model_dir / f"{STEP_PREFIX}_{step}"
+        from t5cli.quiet import orbax_errors_as_exceptions
+
+        try:
+            with orbax_errors_as_exceptions():
+                self._manager.save(int(step), args=ocp.args.Composite(**items), force=True)
+                self._manager.wait_until_finished()
+            if jax.process_index() == 0:
+                from t5cli.runtime.checkpoint_integrity import write_manifest
+
+                write_manifest(str(step_dir))
+        except Exception as exc:
+            from t5cli.errors import storage_error
+
+            done = [s for s in all_steps(self.model_dir) if s != step]
+            kept = f"checkpoint_{done[-1]} and those before it are kept" if done else "no checkpoint was written"
+            err = storage_error(exc, f"cannot write {step_dir}", path=str(self.model_dir),
+                                hint=f"{kept}; free space and run the same command to resume")
+            if err is None:
+                raise
+            raise err from exc
 
     def restore(self, step: int, abstract_params, abstract_opt_state, *, param_shardings=None,
                 opt_shardings=None) -> Tuple[Any, Any, Dict[str, Any]]:

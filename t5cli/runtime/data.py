@@ -64,22 +64,37 @@ def check_feature_lengths(task, feature_lengths: Optional[Mapping[str, int]]) ->
         raise ConfigError(f"TASK_FEATURE_LENGTHS must be a dict like {{'inputs': 256, 'targets': 256}}, "
                           f"got {feature_lengths!r}")
     missing = [f for f in features if f not in feature_lengths]
+    unknown = [f for f in feature_lengths if f not in task.output_features]
+    if unknown:
+        fix = (f"; did you mean {missing[0]}={feature_lengths[unknown[0]]}?" if len(unknown) == 1
+               and len(missing) == 1 else f"; remove it{' and add ' + missing[0] + '=N' if missing else ''}")
+        raise ConfigError(
+            f"TASK_FEATURE_LENGTHS names feature {unknown[0]!r}, which task {task.name!r} does not "
+            f"have (its features: {', '.join(features)}){fix}"
+        )
     if missing:
         raise ConfigError(
             f"TASK_FEATURE_LENGTHS has no length for feature {missing[0]!r} of task {task.name!r} "
             f"(its features: {', '.join(features)}); add {missing[0]}=N to --feature-lengths"
-        )
-    unknown = [f for f in feature_lengths if f not in task.output_features]
-    if unknown:
-        raise ConfigError(
-            f"TASK_FEATURE_LENGTHS names feature {unknown[0]!r}, which task {task.name!r} does not "
-            f"have (its features: {', '.join(features)})"
         )
     for name in features:
         value = feature_lengths[name]
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"TASK_FEATURE_LENGTHS[{name!r}] = {value!r} must be a positive integer")
     return {f: int(feature_lengths[f]) for f in features}
+
+
+def check_vocabulary(task, model_config, model_name: Optional[str] = None) -> None:
+    """ConfigError when the task's target vocabulary has more ids than the model's
+    ``vocab_size`` (the model could never produce, or read, the ids past it)."""
+    feature = task.output_features.get("targets") or next(iter(task.output_features.values()), None)
+    needed = getattr(getattr(feature, "vocabulary", None), "vocab_size", 0) or 0
+    have = getattr(model_config, "vocab_size", None)
+    if needed and have and needed > have:
+        raise ConfigError(
+            f"task {task.name!r} uses a vocabulary of {needed} ids but model "
+            f"{model_name or getattr(model_config, 'name', None) or 'config'} has vocab_size {have}; "
+            f"pick a model made for this vocabulary")
 
 
 def _host_batch_size(batch_size: int) -> Tuple[int, object]:

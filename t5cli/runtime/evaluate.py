@@ -23,12 +23,13 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from t5cli.errors import ConfigError, T5CliError
 from t5cli.models.generate import DecodeOptions, decode_tokens
+from t5cli.runtime.infer import json_safe, warn_non_finite
 from t5cli.runtime.model_loading import load_model
 
 MetricFn = Callable[[Sequence[Any], Sequence[Any]], Mapping[str, float]]
@@ -109,7 +110,8 @@ class InferenceEvaluator:
                 sequence_length=dict(feature_lengths) if feature_lengths else None,
                 num_examples=num_examples,
                 logger_cls=[hook, seqio.PyLoggingLogger, seqio.TensorBoardLogger,
-                            functools.partial(seqio.JSONLogger, write_n_results=0)],
+                            functools.partial(seqio.JSONLogger, write_n_results=0,
+                                              json_encoder_cls=_json_encoder_class())],
                 log_dir=str(self.output_dir), async_compute_metrics=False)
         except T5CliError:
             raise
@@ -248,6 +250,18 @@ def _hook_class():
     return EvalHook
 
 
+@functools.lru_cache(maxsize=None)
+def _json_encoder_class():
+    """seqio's JSON encoder, writing NaN and infinite metric values as ``null``."""
+    import seqio
+
+    class Encoder(seqio.loggers.TensorAndNumpyEncoder):
+        def encode(self, o):
+            return super().encode(json_safe(o))
+
+    return Encoder
+
+
 def _write_examples(path: Path, task_name: str, dataset, inferences, targets) -> None:
     import seqio
 
@@ -257,6 +271,7 @@ def _write_examples(path: Path, task_name: str, dataset, inferences, targets) ->
     vocab = task.output_features["inputs"].vocabulary if "inputs" in task.output_features else None
     keys = [k for k in ("prediction", "score") if k in inferences]
     tmp = path.with_name(path.name + ".tmp")
+    replaced: List[int] = []
     with open(tmp, "w", encoding="utf-8") as f:
         for i, ex in enumerate(dataset.as_numpy_iterator()):
             row: Dict[str, Any] = {}
@@ -266,8 +281,9 @@ def _write_examples(path: Path, task_name: str, dataset, inferences, targets) ->
                 row[k] = _jsonable(inferences[k][i])
             if targets is not None:
                 row["target"] = _jsonable(targets[i])
-            f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            f.write(json.dumps(json_safe(row, replaced), ensure_ascii=False, default=str) + "\n")
     tmp.replace(path)
+    warn_non_finite(len(replaced), str(path))
 
 
 def make_inference_evaluator(task, model, feature_lengths: Optional[Mapping[str, int]], model_dir,
@@ -354,7 +370,10 @@ def evaluate(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] 
     if not task_name:
         raise ConfigError("which task? pass --task NAME (the checkpoint's run record names none)")
     task = runtime.registry.task(task_name)
+    from t5cli.runtime.data import check_vocabulary
     from t5cli.runtime.datasets import ensure_task_data
+
+    check_vocabulary(task, loaded.model.config, model_name)
 
     ensure_task_data(task, tfds_data_dir)
     base = output_dir or (Path(model_dir) / "inference_eval" if model_dir else None) or (

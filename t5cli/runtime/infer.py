@@ -21,7 +21,7 @@ import numpy as np
 
 from t5cli.errors import ConfigError, DataError
 from t5cli.models.generate import DecodeOptions, decode_tokens
-from t5cli.runtime.data import example_text
+from t5cli.runtime.data import check_vocabulary, example_text
 from t5cli.runtime.model_loading import load_model
 
 
@@ -127,6 +127,7 @@ def infer(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] = N
     task = None
     if task_name and (mixture_or_task_name or not text_mode or ("task", task_name) in runtime.registry):
         task = runtime.registry.task(task_name)  # for text: only its vocabularies and EOS
+        check_vocabulary(task, loaded.model.config, model_name)
     model = loaded.model
     out_vocab = (task.output_features["targets"].vocabulary
                  if task is not None and "targets" in task.output_features else model.vocabulary)
@@ -204,10 +205,39 @@ def _task_inputs(task, split: str, length: Optional[int], *, num_examples: Optio
     return _pad_rows([e["inputs"] for e in examples], length), rows, longest
 
 
+def json_safe(value: Any, replaced: Optional[List[int]] = None) -> Any:
+    """``value`` with every NaN or infinite float (numpy ones too) replaced by None, so
+    that ``json.dumps`` writes ``null`` rather than ``NaN``, which is not JSON; each
+    replacement appends 1 to ``replaced``."""
+    if isinstance(value, Mapping):
+        return {k: json_safe(v, replaced) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, replaced) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist(), replaced)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        if replaced is not None:
+            replaced.append(1)
+        return None
+    return value
+
+
+def warn_non_finite(count: int, where: str) -> None:
+    if count:
+        print(f"warning: {count} value(s) in {where} were NaN or infinite and are written as null; "
+              f"the checkpoint's parameters may not be finite", file=sys.stderr, flush=True)
+
+
 def write_jsonl(rows: Iterable[Mapping[str, Any]], output: Optional[str],
                 stream: Optional[TextIO] = None) -> None:
-    """Write one JSON object per line to ``output`` (atomically), or to ``stream``/stdout."""
-    text = "".join(json.dumps(dict(r), ensure_ascii=False) + "\n" for r in rows)
+    """Write one JSON object per line to ``output`` (atomically), or to ``stream``/stdout.
+    NaN and infinite values are written as ``null``, with a warning."""
+    replaced: List[int] = []
+    text = "".join(json.dumps(json_safe(dict(r), replaced), ensure_ascii=False, allow_nan=False) + "\n"
+                   for r in rows)
+    warn_non_finite(len(replaced), output if output not in (None, "-") else "the output")
     if output is None or output == "-":
         (stream or sys.stdout).write(text)
         (stream or sys.stdout).flush()

@@ -1,9 +1,11 @@
 """Which model a checkpoint holds, and its parameters: used by train, eval, infer and export.
 
-A checkpoint path is a MODEL_DIR (its latest step), one ``checkpoint_<N>`` directory or a
-Hugging Face directory. The model comes from what the caller names, else from the run
-record beside the checkpoint (``t5cli_run.json`` and ``config.gin``), else from an HF
-``config.json``; sizes a record lost are read back from the checkpoint's shapes.
+A checkpoint path is a MODEL_DIR (its latest step), one ``checkpoint_<N>`` directory, a
+Hugging Face directory, or a T5X / Mesh-TensorFlow checkpoint (:func:`load_foreign`: the
+model then comes from the tensor shapes and any gin file beside them). The model comes
+from what the caller names, else from the run record beside the checkpoint
+(``t5cli_run.json`` and ``config.gin``), else from an HF ``config.json``; sizes a record
+lost are read back from the checkpoint's shapes.
 """
 
 from __future__ import annotations
@@ -125,13 +127,26 @@ def load_model(runtime, checkpoint_path=None, *, model_dir=None, model_name: Opt
     from t5cli.models.model import model_for
     from t5cli.runtime.run_record import add_hints
 
+    from t5cli.runtime import checkpoint_formats
+
     path = checkpoint_path or model_dir
     if not path:
         raise ConfigError("no checkpoint: pass --checkpoint PATH (a MODEL_DIR, a checkpoint_<N> "
-                          "directory or a Hugging Face directory) or --model-dir DIR")
+                          "directory, a Hugging Face directory, a T5X or a Mesh-TensorFlow "
+                          "checkpoint) or --model-dir DIR")
+    checkpoint_formats.check_local(path)
     path = Path(os.path.expanduser(str(path))).absolute()
-    if not path.exists():
+    if not path.exists() and checkpoints.checkpoint_format(path) != "mtf":
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; check --checkpoint / --model-dir")
+    if checkpoints.checkpoint_format(path, step) not in (None, "t5cli", "hf"):
+        if model_config is None and model_name:
+            model_config = runtime.registry.model(model_name)
+        config, params, found_step = load_foreign(path, step=step, base=model_config,
+                                                  overrides=model_overrides)
+        import jax
+
+        params = jax.tree_util.tree_map(jax.numpy.asarray, params)
+        return LoadedModel(model_for(config), params, found_step, str(path), None, None)
     run_dir = run_dir_of(path)
     record = add_hints(runtime, run_dir) if run_dir is not None and run_dir.is_dir() else None
     if checkpoints.is_hf_dir(path) and model_config is None and not model_name and not record:
@@ -171,6 +186,34 @@ def load_model(runtime, checkpoint_path=None, *, model_dir=None, model_name: Opt
     return LoadedModel(model, params, int(found_step), str(path), owner, record)
 
 
+def load_foreign(path, *, step: Optional[int] = None, base=None,
+                 overrides: Optional[Mapping[str, Any]] = None):
+    """``(T5Config, params as NumPy float32, step)`` of a T5X or Mesh-TensorFlow checkpoint.
+
+    The config comes from the tensor shapes, a ``config.gin``/``operative_config.gin``
+    beside the checkpoint, and ``base`` (``--model``) / ``overrides`` for the rest; one
+    line on stderr says what was inferred. Parameters are checked against that config.
+    """
+    from t5cli.models.model import model_for
+    from t5cli.runtime import checkpoint_formats, checkpoints
+    from t5cli.runtime.checkpoint_formats.infer_config import infer_config
+
+    foreign = checkpoint_formats.read(str(path), step)
+    if foreign is None:
+        raise CheckpointError(f"{path} is not a T5X or Mesh-TensorFlow checkpoint")
+    for note in foreign.notes:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    shapes = {k: tuple(v.shape) for k, v in checkpoint_formats.flatten(foreign.params).items()}
+    config, line = infer_config(shapes, source=foreign.description, config_dir=foreign.config_dir,
+                                base=base, overrides=overrides)
+    print(f"note: {line}", file=sys.stderr, flush=True)
+    import jax
+
+    expected = jax.eval_shape(lambda: model_for(config).init_params(jax.random.PRNGKey(0)))
+    checkpoints.check_param_shapes(foreign.params, expected, foreign.description)
+    return config, foreign.params, int(foreign.step)
+
+
 def config_from_checkpoint(config, path, step: Optional[int] = None):
     """``config`` with the sizes (widths, heads, layers, vocabulary) a checkpoint of this
     tool was saved with, read from its parameter shapes; None if they cannot be read."""
@@ -187,24 +230,9 @@ def config_from_checkpoint(config, path, step: Optional[int] = None):
     except Exception:  # not readable: let the original error speak
         return None
 
-    def layers(stack: str) -> int:
-        return len({k.split("/")[1] for k in shapes if k.startswith(f"{stack}/layers_")})
+    from t5cli.runtime.checkpoint_formats.infer_config import config_from_shapes
 
-    try:
-        vocab, emb = shapes["token_embedder/embedding"]
-        heads, buckets = shapes["encoder/relpos_bias/rel_embedding"]
-        inner = shapes["encoder/layers_0/attention/query/kernel"][1]
-        mlp = shapes["encoder/layers_0/mlp/wo/kernel"][0]
-    except (KeyError, ValueError):
-        return None
-    gated = "encoder/layers_0/mlp/wi_1/kernel" in shapes
-    acts = config.mlp_activations
-    if gated != (len(acts) == 2):
-        return None  # another architecture, not just other sizes
-    return config.replace(vocab_size=vocab, emb_dim=emb, num_heads=heads, head_dim=inner // heads,
-                          mlp_dim=mlp, num_encoder_layers=layers("encoder"),
-                          num_decoder_layers=layers("decoder"), relpos_num_buckets=buckets,
-                          logits_via_embedding="decoder/logits_dense/kernel" not in shapes)
+    return config_from_shapes(config, shapes)
 
 
 def _describe_change(old, new) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from t5cli.runtime import losses, optim
@@ -35,7 +36,8 @@ def make_train_step(model, tx, schedule: Callable, *, z_loss: float = 1e-4,
     ``state`` is ``{"params", "opt_state", "step"}``; the dropout rng of a step is
     ``fold_in(dropout_rng, step)``, so a resumed run draws the same masks. ``tx.update``
     receives ``learning_rate=schedule(step)``. ``metrics`` are sums (see
-    :func:`t5cli.runtime.losses.loss_sums`) plus ``loss_normalized`` and ``learning_rate``.
+    :func:`t5cli.runtime.losses.loss_sums`) plus ``loss_normalized``, ``learning_rate`` and
+    ``finite`` (1 when the loss and the gradient norm are finite, else 0).
     """
 
     def grad_fn(params, batch, rng):
@@ -56,7 +58,10 @@ def make_train_step(model, tx, schedule: Callable, *, z_loss: float = 1e-4,
         updates, opt_state = tx.update(grads, state["opt_state"], params, learning_rate=lr)
         new_state = {"params": optax.apply_updates(params, updates), "opt_state": opt_state,
                      "step": step + 1}
-        return new_state, dict(sums, loss_normalized=sums["loss"] / norm, learning_rate=lr)
+        # checked by the loop where it reads the metrics anyway: no extra wait per step
+        finite = jnp.isfinite(sums["loss"]) & jnp.isfinite(optax.global_norm(grads))
+        return new_state, dict(sums, loss_normalized=sums["loss"] / norm, learning_rate=lr,
+                               finite=finite.astype(jnp.int32))
 
     return train_step
 

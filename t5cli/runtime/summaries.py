@@ -53,7 +53,7 @@ class SummaryWriter:
 def summarize_steps(metrics: List[Mapping[str, Any]]) -> Dict[str, float]:
     """The summary of some train steps' metrics (host values): sums added up and normalised
     (:func:`t5cli.runtime.losses.summarize`), with the learning rate of the last step."""
-    sums = {k: sum(float(m[k]) for m in metrics) for k in metrics[0]}
+    sums = {k: sum(float(m[k]) for m in metrics) for k in metrics[0] if k != "finite"}
     out = summarize(sums, num_steps=len(metrics))
     out["learning_rate"] = float(metrics[-1]["learning_rate"])
     return out

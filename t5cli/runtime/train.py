@@ -8,9 +8,13 @@ only, step = that checkpoint's step) or from random parameters. ``total_steps`` 
 from step 0 of the initial checkpoint, as in T5X.
 
 MODEL_DIR receives ``config.gin``, ``model-info.txt``, ``t5cli_run.json``,
-``checkpoint_<N>/``, ``train/`` (TensorBoard: loss, loss_per_nonpadding_target_token,
-accuracy, learning_rate, timing/…) and ``training_eval/<task>/`` (validation loss every
-``eval_period`` steps).
+``checkpoint_<N>/`` (with ``t5cli_checksums.json``), ``train/`` (TensorBoard: loss,
+loss_per_nonpadding_target_token, accuracy, learning_rate, timing/…) and
+``training_eval/<task>/`` (validation loss every ``eval_period`` steps). While a run
+lives it holds ``.t5cli.lock`` (:mod:`t5cli.runtime.run_lock`): a second run on the same
+MODEL_DIR stops before touching anything. A non-finite loss or gradient norm stops the
+run (``stop_on_nonfinite``) before a checkpoint of it is written; file-system errors end
+as one line naming the path and the cause.
 
 Inference evaluation hook: ``on_eval(step, params)`` is called every
 ``infer_eval_period`` steps (default: ``eval_period``) and after the last step, with the
@@ -32,10 +36,10 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 import jax
 
 from t5cli import config as gin_config
-from t5cli.errors import ConfigError, T5CliError
+from t5cli.errors import ConfigError, T5CliError, storage_error
 from t5cli.plugins import load_runtime
-from t5cli.runtime import (checkpoints, host_allocator, losses, optim, steps, train_loop, train_state,
-                           xla_flags)
+from t5cli.runtime import (checkpoints, host_allocator, losses, optim, run_lock, steps, train_loop,
+                           train_state, xla_flags)
 from t5cli.runtime.data import check_feature_lengths, get_train_iterator
 from t5cli.runtime.datasets import ensure_task_data
 from t5cli.runtime.evaluate import maybe_inference_evaluator
@@ -70,7 +74,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           progress_seconds: float = 30.0, random_seed: int = 0, use_cached_tasks: bool = False,
           pack: bool = True, num_partitions: int = 1, tfds_data_dir: Optional[str] = None,
           runtime=None, on_eval: Optional[OnEval] = None, infer_eval_period: Optional[int] = None,
-          threefry_partitionable: Optional[bool] = None) -> TrainResult:
+          threefry_partitionable: Optional[bool] = None, stop_on_nonfinite: bool = True) -> TrainResult:
     """Train a T5 model on a seqio task or mixture; see the module docstring.
 
     Names follow T5X: ``total_steps`` (``TRAIN_STEPS``), ``eval_period``, ``eval_steps``,
@@ -84,7 +88,10 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     ``load_runtime()``. ``threefry_partitionable`` overrides JAX's
     ``jax_threefry_partitionable`` for the train step (None: JAX's setting, True since
     JAX 0.5); it changes how per-step dropout keys are derived, so keep it the same when
-    resuming. Without ``on_eval``, every ``infer_eval_period``
+    resuming. ``stop_on_nonfinite`` (default True, T5X's ``TerminateOnNanAction``) ends the
+    run with TrainingDivergedError at the first step whose loss or gradient norm is NaN or
+    infinite, before any checkpoint of it is written; False only warns. One run at a time
+    holds MODEL_DIR (:mod:`t5cli.runtime.run_lock`). Without ``on_eval``, every ``infer_eval_period``
     steps (None: ``eval_period``; 0: never) and after the last step the model decodes the
     task's validation split and writes its seqio metrics to ``inference_eval/<task>/``.
     Returns a :class:`TrainResult`.
@@ -103,76 +110,80 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         loss_normalizing_factor=loss_normalizing_factor)
     infer_period = eval_period if infer_eval_period is None else infer_eval_period
 
-    # model and task, and the inference eval unless the caller brings its own
-    runtime = load_runtime() if runtime is None else runtime
-    task = runtime.registry.task(mixture_or_task_name)
-    ensure_task_data(task, tfds_data_dir)
-    feature_lengths = check_feature_lengths(task, task_feature_lengths)
-    model = train_state.build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task)
-    own_evaluator = None
-    if on_eval is None and infer_period:
-        own_evaluator = on_eval = _own_inference_evaluator(
-            task, model, feature_lengths, model_dir, total_steps, batch_size, runtime, use_cached_tasks)
+    # one run per MODEL_DIR: taken before anything there is read or written
+    with run_lock.RunLock(model_dir), _storage_errors(model_dir):
+        # model and task, and the inference eval unless the caller brings its own
+        runtime = load_runtime() if runtime is None else runtime
+        task = runtime.registry.task(mixture_or_task_name)
+        ensure_task_data(task, tfds_data_dir)
+        feature_lengths = check_feature_lengths(task, task_feature_lengths)
+        model = train_state.build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task)
+        own_evaluator = None
+        if on_eval is None and infer_period:
+            own_evaluator = on_eval = _own_inference_evaluator(
+                task, model, feature_lengths, model_dir, total_steps, batch_size, runtime, use_cached_tasks)
 
-    # mesh and shardings
-    layout = train_state.make_layout(model, runtime, optimizer, freeze_parameters,
-                                     num_partitions=num_partitions, batch_size=batch_size)
+        # mesh and shardings
+        layout = train_state.make_layout(model, runtime, optimizer, freeze_parameters,
+                                         num_partitions=num_partitions, batch_size=batch_size)
 
-    # state: resumed from MODEL_DIR, else from the initial checkpoint, else fresh
-    start = train_state.init_or_restore(model, layout, model_dir, total_steps=total_steps,
-                                        initial_checkpoint_path=initial_checkpoint_path,
-                                        random_seed=random_seed, keep_checkpoints=keep_checkpoints)
-    if start.step >= total_steps:
-        print(f"MODEL_DIR {model_dir} is already at step {start.step} >= TRAIN_STEPS={total_steps}; "
-              f"nothing to do", flush=True)
-        start.checkpointer.close()
-        return TrainResult(step=start.step, params=start.params, model_dir=model_dir)
+        # state: resumed from MODEL_DIR, else from the initial checkpoint, else fresh
+        start = train_state.init_or_restore(model, layout, model_dir, total_steps=total_steps,
+                                            initial_checkpoint_path=initial_checkpoint_path,
+                                            random_seed=random_seed, keep_checkpoints=keep_checkpoints)
+        if start.step >= total_steps:
+            print(f"MODEL_DIR {model_dir} is already at step {start.step} >= TRAIN_STEPS={total_steps}; "
+                  f"nothing to do", flush=True)
+            start.checkpointer.close()
+            return TrainResult(step=start.step, params=start.params, model_dir=model_dir)
 
-    # data: a task whose pipeline fails stops here, before any record is written
-    batches = _train_batches(task, feature_lengths, batch_size, start, model_dir, pack=pack,
-                             use_cached=use_cached_tasks)
+        # data: a task whose pipeline fails stops here, before any record is written
+        batches = _train_batches(task, feature_lengths, batch_size, start, model_dir, pack=pack,
+                                 use_cached=use_cached_tasks)
 
-    # records
-    _write_records(model_dir, arguments, runtime, model, layout, task_name=mixture_or_task_name,
-                   model_name=model_name, train_record={
-                       "total_steps": total_steps, "batch_size": batch_size,
-                       "feature_lengths": feature_lengths, "initial_step": start.initial_step,
-                       "initial_checkpoint_path": initial_checkpoint_path})
+        # records
+        _write_records(model_dir, arguments, runtime, model, layout, task_name=mixture_or_task_name,
+                       model_name=model_name, train_record={
+                           "total_steps": total_steps, "batch_size": batch_size,
+                           "feature_lengths": feature_lengths, "initial_step": start.initial_step,
+                           "initial_checkpoint_path": initial_checkpoint_path})
 
-    # compiled steps
-    train_step, eval_step = steps.compile_steps(
-        model, layout, learning_rate_schedule or optim.constant_schedule(), z_loss=z_loss,
-        label_smoothing=label_smoothing, loss_normalizing_factor=loss_normalizing_factor,
-        num_microbatches=num_microbatches)
+        # compiled steps
+        train_step, eval_step = steps.compile_steps(
+            model, layout, learning_rate_schedule or optim.constant_schedule(), z_loss=z_loss,
+            label_smoothing=label_smoothing, loss_normalizing_factor=loss_normalizing_factor,
+            num_microbatches=num_microbatches)
 
-    # loop: the train steps, each followed by the periodic actions that are due
-    clock, metrics = train_loop.TrainingClock(), train_loop.StepMetrics()
-    writer = SummaryWriter(Path(model_dir) / "train")
-    summaries = train_loop.WriteSummaries(log_period, writer, metrics, clock)
-    progress = Progress(start.step, total_steps, every_steps=log_period, every_seconds=progress_seconds,
-                        clock=clock)
-    meta = {"initial_step": start.initial_step, "data": {"seed": start.data_seed}, "model": model_name,
-            "task": mixture_or_task_name}
-    actions: List[train_loop.PeriodicAction] = [
-        summaries, train_loop.ReportProgress(progress, metrics, summaries),
-        train_loop.SaveCheckpoint(checkpoint_period, start.checkpointer, meta)]
-    training_eval = None
-    if eval_period and (tasks := train_loop.eval_tasks(task)):
-        training_eval = train_loop.TrainingEval(
-            eval_period, eval_step, tasks, feature_lengths=feature_lengths, batch_size=batch_size,
-            eval_steps=eval_steps, mesh=layout.mesh, model_dir=model_dir, pack=pack,
-            use_cached=use_cached_tasks)
-        actions.append(training_eval)
-    if on_eval is not None and infer_period:
-        actions.append(train_loop.InferenceEval(infer_period, on_eval, owned=own_evaluator is not None))
-    _announce(mixture_or_task_name, start.step, total_steps, layout.mesh, model_dir)
-    dropout_rng = jax.device_put(jax.random.PRNGKey(random_seed + 1), layout.replicated)
-    with _rng_mode(threefry_partitionable):
-        step, state = train_loop.run(train_step, start.device_state(layout), batches, step=start.step,
-                                     total_steps=total_steps, mesh=layout.mesh, dropout_rng=dropout_rng,
-                                     metrics=metrics, actions=actions, clock=clock)
-    return TrainResult(step=step, params=state["params"], model_dir=model_dir, train_summary=summaries.last,
-                       eval_summaries=training_eval.last if training_eval else {}, losses=summaries.losses)
+        # loop: the train steps, each followed by the periodic actions that are due
+        clock = train_loop.TrainingClock()
+        metrics = train_loop.StepMetrics(on_nonfinite=train_loop.NonFiniteLoss(
+            stop=stop_on_nonfinite, model_dir=model_dir, latest_step=start.checkpointer.latest_step))
+        writer = SummaryWriter(Path(model_dir) / "train")
+        summaries = train_loop.WriteSummaries(log_period, writer, metrics, clock)
+        progress = Progress(start.step, total_steps, every_steps=log_period, every_seconds=progress_seconds,
+                            clock=clock)
+        meta = {"initial_step": start.initial_step, "data": {"seed": start.data_seed}, "model": model_name,
+                "task": mixture_or_task_name}
+        actions: List[train_loop.PeriodicAction] = [
+            summaries, train_loop.ReportProgress(progress, metrics, summaries),
+            train_loop.SaveCheckpoint(checkpoint_period, start.checkpointer, meta)]
+        training_eval = None
+        if eval_period and (tasks := train_loop.eval_tasks(task)):
+            training_eval = train_loop.TrainingEval(
+                eval_period, eval_step, tasks, feature_lengths=feature_lengths, batch_size=batch_size,
+                eval_steps=eval_steps, mesh=layout.mesh, model_dir=model_dir, pack=pack,
+                use_cached=use_cached_tasks)
+            actions.append(training_eval)
+        if on_eval is not None and infer_period:
+            actions.append(train_loop.InferenceEval(infer_period, on_eval, owned=own_evaluator is not None))
+        _announce(mixture_or_task_name, start.step, total_steps, layout.mesh, model_dir)
+        dropout_rng = jax.device_put(jax.random.PRNGKey(random_seed + 1), layout.replicated)
+        with _rng_mode(threefry_partitionable):
+            step, state = train_loop.run(train_step, start.device_state(layout), batches, step=start.step,
+                                         total_steps=total_steps, mesh=layout.mesh, dropout_rng=dropout_rng,
+                                         metrics=metrics, actions=actions, clock=clock)
+        return TrainResult(step=step, params=state["params"], model_dir=model_dir, train_summary=summaries.last,
+                           eval_summaries=training_eval.last if training_eval else {}, losses=summaries.losses)
 
 
 # ---- the phases' helpers ------------------------------------------------------------------
@@ -252,6 +263,23 @@ def _announce(task_name: str, step: int, total_steps: int, mesh, model_dir: str)
     print(f"training {task_name} from step {step} to {total_steps} on {mesh.devices.size} "
           f"device(s) (mesh data={mesh.shape['data']}, model={mesh.shape['model']}); MODEL_DIR {model_dir}",
           flush=True)
+
+
+@contextlib.contextmanager
+def _storage_errors(model_dir: str):
+    """A file-system error (read-only, not a directory, disk full…) as one line naming the
+    path and the cause; checkpoints already written stay."""
+    try:
+        yield
+    except T5CliError:
+        raise
+    except Exception as exc:
+        err = storage_error(exc, "training stopped", path=model_dir,
+                            hint="checkpoints already written are kept; fix this and run the same "
+                                 "command to resume")
+        if err is None:
+            raise
+        raise err from exc
 
 
 def _rng_mode(threefry_partitionable: Optional[bool]):

@@ -10,6 +10,11 @@ actions that are due, in the spirit of clu's periodic actions:
 - :class:`SaveCheckpoint`, :class:`TrainingEval` (validation loss per task to
   ``training_eval/<task>/``) and :class:`InferenceEval` (``on_eval(step, params)``).
 
+Each step also returns a ``finite`` flag (loss and gradient norm); :class:`StepMetrics`
+reads the flags only where the loop waits for the device anyway (a summary, a progress
+line, before the off-the-clock actions), so a run stops at the first non-finite step
+(:class:`NonFiniteLoss`) without a wait per step, and never saves or evaluates it.
+
 Every action also runs after the last step. The last three are *off the clock*: the loop
 first waits for the steps dispatched so far, which count as training time, and the time
 the actions take is left out of steps/s, tokens/s and the ETA (:class:`TrainingClock`).
@@ -18,12 +23,14 @@ the actions take is left out of steps/s, tokens/s and the ETA (:class:`TrainingC
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import jax
 
+from t5cli.errors import TrainingDivergedError
 from t5cli.runtime.data import get_eval_batches
 from t5cli.runtime.losses import summarize
 from t5cli.runtime.partitioning import shard_batch
@@ -53,17 +60,36 @@ class TrainingClock:
 
 
 class StepMetrics:
-    """The metrics of the dispatched steps, left on the device until an action reads them."""
+    """The metrics of the dispatched steps, left on the device until an action reads them.
 
-    def __init__(self):
+    ``on_nonfinite(step)`` is called by :meth:`check_finite` for the first step whose
+    ``finite`` flag is 0; the flags are only read where the loop waits for the device
+    anyway (summaries, progress lines, before the off-the-clock actions)."""
+
+    def __init__(self, on_nonfinite: Optional[Callable[[int], None]] = None):
         self.pending: List[Any] = []  # since the last summary
         self.latest: Any = None
         self.tokens = 0.0  # target tokens of every step so far
+        self.on_nonfinite = on_nonfinite
+        self._unchecked: List[Tuple[int, Any]] = []
 
-    def add(self, metrics: Any, tokens: float) -> None:
+    def add(self, metrics: Any, tokens: float, step: Optional[int] = None) -> None:
         self.pending.append(metrics)
         self.latest = metrics
         self.tokens += tokens
+        if self.on_nonfinite is not None and step is not None and "finite" in metrics:
+            self._unchecked.append((step, metrics["finite"]))
+
+    def check_finite(self) -> None:
+        """Read the ``finite`` flags of the steps not yet checked; ``on_nonfinite`` the first bad one."""
+        if not self._unchecked:
+            return
+        unchecked, self._unchecked = self._unchecked, []
+        flags = jax.device_get([flag for _, flag in unchecked])
+        for (step, _), ok in zip(unchecked, flags):
+            if not int(ok):
+                self.on_nonfinite(step)
+                return
 
     def take(self) -> List[Any]:
         pending, self.pending = self.pending, []
@@ -100,6 +126,7 @@ class WriteSummaries(PeriodicAction):
         self.losses: List[float] = []
 
     def __call__(self, step: int, state: State, last: bool) -> None:
+        self.metrics.check_finite()
         pending = self.metrics.take()
         summary = summarize_steps(jax.device_get(pending))
         dt = max(self.clock() - self._start, 1e-9)
@@ -130,6 +157,7 @@ class ReportProgress(PeriodicAction):
         if self.summaries.last_step == step:
             summary = self.summaries.last
         else:
+            self.metrics.check_finite()
             summary = summarize_steps(jax.device_get([self.metrics.latest]))
         self.progress.add_tokens(self.metrics.tokens - self._tokens)
         self._tokens = self.metrics.tokens
@@ -150,6 +178,32 @@ class SaveCheckpoint(PeriodicAction):
 
     def close(self) -> None:
         self.checkpointer.close()
+
+
+class NonFiniteLoss:
+    """What :class:`StepMetrics` does at the first non-finite step: ``stop`` raises
+    TrainingDivergedError (nothing of that step or later is saved); otherwise one warning."""
+
+    def __init__(self, *, stop: bool, model_dir: str, latest_step: Callable[[], Optional[int]]):
+        self.stop, self.model_dir, self.latest_step = stop, model_dir, latest_step
+        self.first_step: Optional[int] = None
+
+    def __call__(self, step: int) -> None:
+        if self.first_step is not None:
+            return
+        self.first_step = step
+        advice = ("lower the learning rate (or warm it up), train with --dtype float32, or raise "
+                  "z_loss (--gin train.z_loss=1e-3)")
+        if not self.stop:
+            print(f"warning: the loss or gradient norm is not finite at step {step}; training goes "
+                  f"on because train.stop_on_nonfinite=False", file=sys.stderr, flush=True)
+            return
+        latest = self.latest_step()
+        kept = (f"checkpoint_{latest} in {self.model_dir} is the last good one" if latest is not None
+                else "no checkpoint was written")
+        raise TrainingDivergedError(
+            f"training diverged: the loss or gradient norm is NaN or infinite at step {step}; stopped "
+            f"without saving, {kept}. Try: {advice}; train.stop_on_nonfinite=False turns this check off")
 
 
 def eval_tasks(task) -> List[Any]:
@@ -225,13 +279,14 @@ def run(train_step: Callable, state: Dict[str, Any], batches: Iterator[Mapping[s
             tokens = float(batch["decoder_loss_weights"].sum()) * jax.process_count()
             state, step_metrics = train_step(state, shard_batch(batch, mesh), dropout_rng)
             step += 1
-            metrics.add(step_metrics, tokens)
+            metrics.add(step_metrics, tokens, step)
             last = step >= total_steps
             for action in on_clock:
                 if action.due(step, last):
                     action(step, state, last)
             due = [a for a in off_clock if a.due(step, last)]
             if due:
+                metrics.check_finite()  # never save or evaluate non-finite parameters
                 jax.block_until_ready(state["params"])
                 with clock.paused():
                     for action in due:
@@ -242,5 +297,5 @@ def run(train_step: Callable, state: Dict[str, Any], batches: Iterator[Mapping[s
     return step, state
 
 
-__all__ = ["PeriodicAction", "WriteSummaries", "ReportProgress", "SaveCheckpoint", "TrainingEval",
+__all__ = ["NonFiniteLoss", "PeriodicAction", "WriteSummaries", "ReportProgress", "SaveCheckpoint", "TrainingEval",
            "InferenceEval", "StepMetrics", "TrainingClock", "eval_tasks", "run"]
