@@ -64,6 +64,18 @@ class T5Config:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **kw)
 
+    def with_overrides(self, overrides) -> "T5Config":
+        """A copy with the user's ``overrides`` (field -> value) applied; a name that is not a
+        field is a ConfigError naming it and the fields."""
+        from t5cli.errors import ConfigError
+
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides or {}) - known)
+        if unknown:
+            raise ConfigError(f"model override {unknown[0]!r} is not a field of the model config "
+                              f"(fields: {', '.join(sorted(known))})")
+        return self.replace(**dict(overrides)) if overrides else self
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["mlp_activations"] = list(self.mlp_activations)

@@ -103,13 +103,7 @@ def resolve_model_config(runtime, *, model_name: Optional[str] = None, model_con
     if model_config is None:
         raise ConfigError("cannot tell which model the checkpoint holds (no t5cli_run.json beside "
                           "it): pass --model NAME (see `t5 models`)")
-    if model_overrides:
-        known = {f.name for f in dataclasses.fields(model_config)}
-        unknown = sorted(set(model_overrides) - known)
-        if unknown:
-            raise ConfigError(f"model override {unknown[0]!r} is not a field of the model config")
-        model_config = model_config.replace(**dict(model_overrides))
-    return model_config
+    return model_config.with_overrides(model_overrides)
 
 
 def load_model(runtime, checkpoint_path=None, *, model_dir=None, model_name: Optional[str] = None,

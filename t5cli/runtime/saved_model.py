@@ -30,6 +30,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from t5cli.runtime.checkpoint_formats import unflatten
+
 INPUT_NAME = "text_batch"
 SIGNATURE_KEY = "serving_default"
 INFO_FILE = "t5cli_export.json"  # in assets.extra/: what was exported, for people and tools
@@ -48,17 +50,6 @@ def _flat_params(params):
 
     walk(params, ())
     return flat
-
-
-def _nest(flat):
-    out = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split("/")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
 
 
 def convert_decoder(model, *, max_decode_length: int, beam_size: int = 1, alpha: float = 0.6,
@@ -210,7 +201,7 @@ def build_module(model, params, *, input_length: int, max_decode_length: int,
             for name, value in _flat_params(params).items()}
     module.params = list(flat.values())  # tracked: saved as the model's variables
     module.vocab_resources = _trackables(in_vocab) + _trackables(out_vocab)
-    param_vars = _nest(flat)
+    param_vars = unflatten(flat)
     decode = tf.function(lambda tokens: model_tf_fn(param_vars, tokens), autograph=False)
 
     def featurize(text):

@@ -34,13 +34,7 @@ def build_model(runtime, model_name, model_config, overrides, dropout_rate, task
     changes = dict(overrides or {})
     if dropout_rate is not None:
         changes["dropout_rate"] = float(dropout_rate)
-    if changes:
-        known = {f.name for f in dataclasses.fields(model_config)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ConfigError(f"model_overrides: {unknown[0]!r} is not a field of the model config "
-                              f"(fields: {', '.join(sorted(known))})")
-        model_config = model_config.replace(**changes)
+    model_config = model_config.with_overrides(changes)
     vocab = task.output_features["targets"].vocabulary
     needed = getattr(vocab, "vocab_size", 0)
     if needed and needed > model_config.vocab_size:

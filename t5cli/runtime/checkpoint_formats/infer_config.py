@@ -203,16 +203,7 @@ def infer_config(shapes: Mapping[str, Tuple[int, ...]], *, source: str, config_d
             acts = ("gelu", "linear") if gated else ("relu",)
     changes["mlp_activations"] = tuple(acts)
     config = config.replace(**changes)
-    if overrides:
-        import dataclasses
-
-        from t5cli.errors import ConfigError
-
-        known = {f.name for f in dataclasses.fields(config)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ConfigError(f"model override {unknown[0]!r} is not a field of the model config")
-        config = config.replace(**dict(overrides))
+    config = config.with_overrides(overrides)
     assumed = [n for n in ("mlp_activations", "relpos_max_distance")
                if n not in told and n not in (overrides or {})]
     line = (f"model config of {source}: sizes from its tensor shapes "
