@@ -209,7 +209,6 @@ def test_a_t5cli_run_after_a_t5x_one_sees_only_its_own_names(tmp_path, t5, monke
     assert config.t5x_script("train") is None
 
 
-@pytest.mark.slow
 def test_t5x_run_scripts_end_to_end(tmp_path, t5, monkeypatch):
     """Train from scratch, fine-tune, evaluate and infer, driven by T5X-style gin files only."""
     from t5cli.metrics.events import read_scalars
@@ -260,6 +259,22 @@ def test_t5x_run_scripts_end_to_end(tmp_path, t5, monkeypatch):
     out = list((tmp_path / "inf").glob("*.jsonl"))
     assert out and "prediction" in json.loads(out[0].open().readline())
     assert "RestoreCheckpointConfig.dtype='bfloat16'" in r.err  # named, not silently dropped
+
+
+def test_terminate_on_nan_action_stops_a_diverging_t5x_run(tmp_path, t5, monkeypatch):
+    """T5X's TerminateOnNanAction: a loss that turns NaN ends the run, exit 1, no NaN checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scratch.gin").write_text(FROM_SCRATCH.replace("num_partitions = 2", "num_partitions = 1")
+                                          .replace("num_microbatches = 2", "num_microbatches = None"))
+    r = t5("train", "--gin_file=scratch.gin", *SHRINK, "--gin.MODEL_DIR='nan'", "--gin.TRAIN_STEPS=8",
+           "--gin.utils.create_learning_rate_scheduler.factors='constant'",
+           "--gin.utils.create_learning_rate_scheduler.base_learning_rate=1e6",
+           "--gin.utils.SaveCheckpointConfig.period=1", "--gin.train_script.train.eval_period=100",
+           "--gin.train_script.train.infer_eval_dataset_cfg=None")
+    assert r.exit_code == 1, r.err
+    assert "training diverged" in r.err and "NaN or infinite at step" in r.err, r.err
+    saved = sorted(int(p.name.split("_")[1]) for p in (tmp_path / "nan").glob("checkpoint_*"))
+    assert saved and saved[-1] < 8, saved  # stopped early; only finite steps were saved
 
 
 @pytest.mark.slow
