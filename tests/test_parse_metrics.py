@@ -272,6 +272,17 @@ def test_seqio_json(seqio_dir, tmp_path):
     assert doc["best"]["task_a/accuracy"] == {"step": 200, "value": 60.5, "mode": "max"}
 
 
+def test_json_writes_nan_and_infinity_as_null():
+    """A diverged run logs NaN/inf losses; the JSON stays valid JSON."""
+    from t5cli.metrics.render import to_json
+    from t5cli.metrics.table import build_table
+
+    table = build_table({"loss": {1: 2.5, 2: math.nan, 3: math.inf}})
+    doc = json.loads(to_json(table))
+    assert doc["metrics"]["loss"]["values"] == [2.5, None, None]
+    assert doc["best"]["loss"] == {"step": 1, "value": 2.5, "mode": "min"}
+
+
 def test_seqio_table_fits_width(seqio_dir):
     table = pm.build_table(pm.read_scalars(seqio_dir, seqio_summaries=True))
     text = pm.to_table(table, width=40)

@@ -73,19 +73,24 @@ def to_table(table: MetricTable, *, width: int | None = None) -> str:
 
 def to_json(table: MetricTable, *, summary_dir: str | None = None) -> str:
     """JSON: {"summary_dir", "metrics": {name: {"tag", "steps", "values"}},
-    "best": {name: {"step", "value", "mode"}}} (NaN written as null)."""
+    "best": {name: {"step", "value", "mode"}}} (NaN and infinities written as null)."""
     best = best_steps(table)
     doc = {
         "summary_dir": summary_dir,
-        "metrics": {n: {"tag": table.tags[n], "steps": sorted(c), "values": [c[s] for s in sorted(c)]}
+        "metrics": {n: {"tag": table.tags[n], "steps": sorted(c), "values": [_finite_or_none(c[s]) for s in sorted(c)]}
                     for n, c in table.columns.items()},
         "best": {n: _best_dict(b) for n, b in best.items()},
     }
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: such values are written as null."""
+    return value if math.isfinite(value) else None
+
+
 def _best_dict(b: Best) -> dict:
-    return {"step": b.step, "value": None if math.isnan(b.value) else b.value, "mode": b.mode}
+    return {"step": b.step, "value": _finite_or_none(b.value), "mode": b.mode}
 
 
 def format_best(table: MetricTable, fmt: str) -> str:
