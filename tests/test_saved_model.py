@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import python_env
+import test_export
 from test_export import LENGTHS, TASK, TINY  # noqa: F401  (the same tiny model)
+
+trained = test_export.trained  # the same fixture: a tiny model trained a few steps
 
 # a long input (cut to 16 bytes with EOS, as `t5 infer` cuts it) and a non-ASCII one
 TEXTS = ["seven", "one hundred and twenty-three", "fünf"]
@@ -56,19 +59,6 @@ def serve_in_tensorflow_only(jobs, cwd):
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["loaded"] == []
     return answer["results"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from t5cli.runtime import optim
-    from t5cli.runtime.train import train
-
-    model_dir = tmp_path_factory.mktemp("run") / "model"
-    train(model_dir=str(model_dir), mixture_or_task_name=TASK, model_name="byt5_tiny",
-          model_overrides=TINY, task_feature_lengths=LENGTHS, total_steps=6, batch_size=8,
-          dropout_rate=0.0, learning_rate_schedule=optim.constant_schedule(base_learning_rate=0.01),
-          checkpoint_period=None, eval_period=None, log_period=6)
-    return model_dir
 
 
 def infer_rows(t5, checkpoint, tmp_path, *flags):

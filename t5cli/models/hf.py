@@ -257,9 +257,19 @@ def import_hf(directory: str, encoder_only: bool = False,
     """Read an HF T5 checkpoint directory into ``(T5Config, params)`` (NumPy float32).
 
     With ``encoder_only=True`` only ``token_embedder`` and ``encoder`` are read (for the
-    heads in ``t5cli.models.heads``; works on ``T5EncoderModel`` checkpoints too).
+    heads in ``t5cli.models.heads``; works on ``T5EncoderModel`` checkpoints too). Any
+    failure is a CheckpointError naming the directory.
     """
-    directory = os.fspath(directory)
+    try:
+        return _import_hf(os.fspath(directory), encoder_only, name)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"cannot import Hugging Face checkpoint {directory}: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def _import_hf(directory: str, encoder_only: bool, name: Optional[str]) -> Tuple[T5Config, dict]:
     hf = _read_hf_config(directory)
     config, scale = config_from_hf(hf, name or os.path.basename(os.path.normpath(directory)))
     reader = _TensorReader(directory)

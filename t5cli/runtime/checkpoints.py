@@ -224,13 +224,7 @@ def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardin
     if is_hf_dir(path):
         from t5cli.models.hf import import_hf
 
-        try:
-            _, params = import_hf(str(path))
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"cannot import Hugging Face checkpoint {path}: "
-                                  f"{type(exc).__name__}: {exc}") from None
+        _, params = import_hf(str(path))
         check_param_shapes(params, expected, f"Hugging Face checkpoint {path}")
         params = jax.tree_util.tree_map(lambda x, e: np.asarray(x, dtype=e.dtype), params, expected)
         if shardings is not None:

@@ -146,15 +146,8 @@ def load_model(runtime, checkpoint_path=None, *, model_dir=None, model_name: Opt
     if checkpoints.is_hf_dir(path) and model_config is None and not model_name and not record:
         from t5cli.models.hf import import_hf
 
-        try:
-            config, np_params = import_hf(str(path))
-        except CheckpointError:
-            raise
-        except Exception as exc:
-            raise CheckpointError(f"cannot import Hugging Face checkpoint {path}: "
-                                  f"{type(exc).__name__}: {exc}") from None
-        if model_overrides:
-            config = config.replace(**dict(model_overrides))
+        config, np_params = import_hf(str(path))
+        config = config.with_overrides(model_overrides)
         import jax
 
         params = jax.tree_util.tree_map(lambda x: jax.numpy.asarray(x, np.float32), np_params)
