@@ -41,8 +41,9 @@ def checkpoint_options(f):
                      help="MODEL_DIR: the checkpoint to load when --checkpoint is not given, "
                           "and where results go.")(f)
     f = click.option("--checkpoint", "--checkpoint_path", "checkpoint", default=None, metavar="PATH",
-                     help="A MODEL_DIR (latest step), a checkpoint_<N> directory or a Hugging "
-                          "Face directory (CHECKPOINT_PATH).")(f)
+                     help="A MODEL_DIR (latest step), a checkpoint_<N> directory, a Hugging "
+                          "Face directory, a T5X checkpoint or a Mesh-TF model.ckpt-N "
+                          "(CHECKPOINT_PATH).")(f)
     return f
 
 

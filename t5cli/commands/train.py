@@ -45,8 +45,9 @@ def _runtime(ctx):
 @click.option("--batch-size", "--batch_size", "batch_size", type=int, default=None,
               help="Global batch size (BATCH_SIZE).")
 @click.option("--init-checkpoint", "--init_checkpoint", "init_checkpoint", default=None, metavar="PATH",
-              help="Start from these parameters: a checkpoint of this tool, a MODEL_DIR or an HF "
-                   "directory (INITIAL_CHECKPOINT_PATH).")
+              help="Start from these parameters: a t5cli MODEL_DIR or checkpoint_<N>, an HF "
+                   "directory, a T5X checkpoint_<N> or a Mesh-TF model.ckpt-N "
+                   "(INITIAL_CHECKPOINT_PATH).")
 @click.option("--feature-lengths", "--feature_lengths", "feature_lengths", default=None,
               metavar="inputs=N,targets=N", help="TASK_FEATURE_LENGTHS.")
 @click.option("--seed", type=int, default=None, help="Random seed for init, dropout and data order (RANDOM_SEED).")
