@@ -38,7 +38,8 @@ class ReadStats:
         return ", ".join(f"{n} {_SKIP_WORDS.get(k, k)}" for k, n in sorted(self.skipped.items()))
 
 
-def _tf():
+def tf_api():
+    """TensorFlow's gfile/errors API: real TensorFlow when installed, else TensorBoard's stub."""
     from tensorboard.compat import tf  # real TensorFlow when installed, else TB's stub
 
     return tf
@@ -70,7 +71,7 @@ def find_runs(summary_dir: str, *, seqio_summaries: bool = False) -> dict[str, l
     in it count. Raises T5CliError for a missing directory."""
     from tensorboard.backend.event_processing import io_wrapper
 
-    tf = _tf()
+    tf = tf_api()
     path = os.fspath(summary_dir)
     if not tf.io.gfile.exists(path):
         raise T5CliError(f"summary directory {path!r} does not exist; pass the directory that "
@@ -110,7 +111,7 @@ def _events(path: str, stats: ReadStats, warn: Callable[[str], None]) -> Iterato
         stats.warnings.append(msg)
         warn(msg)
 
-    tf = _tf()
+    tf = tf_api()
     consumed = records = bad = 0
     try:
         for raw in event_file_loader.RawEventFileLoader(path).Load():

@@ -14,7 +14,7 @@ import sys
 from typing import Iterable
 
 from t5cli.errors import T5CliError
-from t5cli.metrics.events import ReadStats, _tf, read_scalars
+from t5cli.metrics.events import ReadStats, read_scalars, tf_api
 from t5cli.metrics.render import format_best, resolve_format, to_csv, to_json, to_table
 from t5cli.metrics.table import MetricTable, build_table, select
 
@@ -28,9 +28,9 @@ def plot(table: MetricTable, png_path):
 
 def _write_text(path: str, text: str) -> None:
     remote = "://" in path  # gs://… through TensorFlow's gfile, as T5 did
-    errors = (OSError, _tf().errors.OpError) if remote else OSError
+    errors = (OSError, tf_api().errors.OpError) if remote else OSError
     try:
-        with (_tf().io.gfile.GFile(path, "w") if remote else open(path, "w", encoding="utf-8")) as f:
+        with (tf_api().io.gfile.GFile(path, "w") if remote else open(path, "w", encoding="utf-8")) as f:
             f.write(text)
     except errors as e:
         why = getattr(e, "strerror", None) or getattr(e, "message", None) or e
