@@ -68,8 +68,9 @@ def _flat(tree, prefix=""):
 
 # --- writers in the real formats --------------------------------------------------------------
 
-def write_t5x_legacy(model_dir: Path, params, step=STEP, gin=None):
-    """checkpoint_<step>/checkpoint (msgpack) + one zarr folder per 2-D array, as T5X does."""
+def write_t5x_legacy(model_dir: Path, params, step=STEP, gin=None, param_states=None):
+    """checkpoint_<step>/checkpoint (msgpack) + one zarr folder per 2-D array, as T5X does;
+    ``param_states`` (nested like params, Adafactor slots per leaf) replaces the default slots."""
     import tensorstore as ts
     from flax import serialization
 
@@ -116,7 +117,8 @@ def write_t5x_legacy(model_dir: Path, params, step=STEP, gin=None):
 
     state = {"version": 3, "optimizer": {
         "target": tree("target", params),
-        "state": {"step": np.int32(step), "param_states": slots(params, "state/param_states")}}}
+        "state": {"step": np.int32(step),
+                  "param_states": param_states or slots(params, "state/param_states")}}}
     # T5X's to_bytes turns its ts.Spec leaves into spec dicts (lists kept as lists)
     (ckpt / "checkpoint").write_bytes(serialization.msgpack_serialize(state))
     if gin:
@@ -413,3 +415,163 @@ def test_mtf_unknown_and_missing_variable(written, tmp_path, t5):
     del variables["decoder/block_001/layer_002/DenseReluDense/wo/kernel"]
     write_mtf(tmp_path / "missing", variables)
     _one_line_error(t5, tmp_path, tmp_path / "missing", "decoder/layers_1/mlp/wo/kernel")
+
+
+# --- optimizer state: Adafactor slots into training (--restore-optimizer-state) -----------------
+
+MIN_DIM = 8  # small enough that the tiny model's matrices are factored
+
+
+def _t5x_slots(params, swapped=()):
+    """``{param path: slots}`` as T5X's Adafactor writes them: a matrix whose second largest
+    dimension reaches MIN_DIM is factored (row statistic = mean over the largest axis);
+    ``swapped`` parameters get v_row and v_col the other way round."""
+    rng = np.random.default_rng(5)
+    one = np.zeros((1,), np.float32)
+    out = {}
+    for name, x in _flat(params).items():
+        order = np.argsort(x.shape)
+        if x.ndim == 2 and x.shape[order[-2]] >= MIN_DIM:
+            d1, d0 = int(order[-2]), int(order[-1])
+            row = rng.uniform(0.1, 1.0, np.delete(x.shape, d0)).astype(np.float32)
+            col = rng.uniform(0.1, 1.0, np.delete(x.shape, d1)).astype(np.float32)
+            out[name] = {"m": one, "v": one, "v_row": row, "v_col": col}
+            if name in swapped:
+                out[name] = {**out[name], "v_row": col, "v_col": row}
+        else:
+            out[name] = {"m": one, "v": rng.uniform(0.1, 1.0, x.shape).astype(np.float32),
+                         "v_row": one, "v_col": one}
+    return out
+
+
+def _nest(flat):
+    tree = {}
+    for name, value in flat.items():
+        node = tree
+        *parents, leaf = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _factored_state(opt_state):
+    import jax
+    import optax
+
+    found = [x for x in jax.tree_util.tree_leaves(
+        opt_state, is_leaf=lambda x: isinstance(x, optax.FactoredState)) if isinstance(x, optax.FactoredState)]
+    assert len(found) == 1
+    return found[0]
+
+
+def _start(tmp_path, init, *, restore=True, optimizer=None):
+    from t5cli.models.model import EncoderDecoderModel
+    from t5cli.plugins import load_runtime
+    from t5cli.runtime import optim, train_state
+
+    model = EncoderDecoderModel(_config("1.1"))
+    layout = train_state.make_layout(model, load_runtime(), optimizer or optim.adafactor(min_dim_size_to_factor=MIN_DIM),
+                                     [], num_partitions=1, batch_size=4)
+    start = train_state.init_or_restore(model, layout, str(tmp_path / "run"), total_steps=STEP + 5,
+                                        initial_checkpoint_path=str(init), random_seed=0,
+                                        keep_checkpoints=None, restore_optimizer_state=restore)
+    start.checkpointer.close()
+    return start
+
+
+def test_restore_adafactor_slots_from_t5x(tmp_path, capsys):
+    from t5cli.runtime.optim import path_str
+
+    params = _params("1.1")
+    wi = "encoder/layers_0/mlp/wi_0/kernel"  # 32 x 48: the swapped pair is told apart by shapes
+    slots = _t5x_slots(params, swapped=(wi,))
+    ckpt = write_t5x_legacy(tmp_path / "t5x", params, param_states=_nest(slots))
+    state = _factored_state(_start(tmp_path, ckpt).opt_state)
+    assert int(state.count) == STEP  # the second-moment decay goes on from the checkpoint's step
+    import jax
+
+    factored = 0
+    for kind in ("v_row", "v_col", "v"):
+        for p, got in jax.tree_util.tree_flatten_with_path(getattr(state, kind))[0]:
+            name, want = path_str(p), slots[path_str(p)]
+            if got.shape == (1,):
+                continue  # optax's placeholder: the other kind of slot holds this parameter
+            if name == wi and kind != "v":
+                want = {"v_row": want["v_col"], "v_col": want["v_row"]}
+            np.testing.assert_array_equal(np.asarray(got), want[kind], err_msg=f"{name} {kind}")
+            factored += kind == "v_row"
+    assert factored >= 5
+    assert "restored Adafactor state for" in capsys.readouterr().err
+
+    # without the flag: a fresh optimizer at the checkpoint's step count 0
+    fresh = _factored_state(_start(tmp_path / "b", ckpt, restore=False).opt_state)
+    assert int(fresh.count) == 0 and float(np.abs(np.asarray(jax.tree_util.tree_leaves(fresh.v)[0])).max()) == 0.0
+
+
+def test_restore_slots_errors(written, tmp_path):
+    from t5cli.errors import CheckpointError, ConfigError
+    from t5cli.runtime import optim
+
+    style, params, paths = written
+    if style != "1.1":
+        pytest.skip("one configuration is enough")
+    # MTF slots for a few parameters only: those start from zeros and a line says so
+    state = _factored_state(_start(tmp_path / "m", paths["mtf"]).opt_state)
+    assert int(state.count) == STEP
+    # an HF directory holds no optimizer state
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="holds no optimizer state"):
+        _start(tmp_path / "h", hf)
+    # T5X's slots are Adafactor's: AdamW cannot take them
+    slots = _t5x_slots(params)
+    ckpt = write_t5x_legacy(tmp_path / "t5x", params, param_states=_nest(slots))
+    with pytest.raises(ConfigError, match="needs Adafactor"):
+        _start(tmp_path / "a", ckpt, optimizer=optim.adamw())
+    # slots whose shapes fit no factoring of the parameter: named
+    bad = dict(slots)
+    name = "decoder/logits_dense/kernel"
+    bad[name] = {**bad[name], "v_row": np.ones((7,), np.float32)}
+    ckpt = write_t5x_legacy(tmp_path / "bad", params, param_states=_nest(bad))
+    with pytest.raises(CheckpointError, match="logits_dense/kernel"):
+        _start(tmp_path / "c", ckpt)
+
+
+def test_finetune_restores_own_optimizer_state(tmp_path, t5):
+    """--restore-optimizer-state from a checkpoint of this tool: the saved state, as T5X does."""
+    from t5cli.runtime import checkpoints
+
+    common = ["--model", "byt5_tiny", "--task", TASK, "--batch-size", "4",
+              "--feature-lengths", "inputs=16,targets=16", "--gin", f"train.model_overrides = {_overrides('1.1')}",
+              "--gin", "train.eval_period = None", "--gin", "train.infer_eval_period = 0"]
+    r = t5("train", *common, "--model-dir", tmp_path / "a", "--steps", "2")
+    assert r.exit_code == 0, r.err
+    for name, flag in (("b", ["--restore-optimizer-state"]), ("c", [])):
+        r = t5("train", *common, "--model-dir", tmp_path / name, "--steps", "3",
+               "--init-checkpoint", tmp_path / "a" / "checkpoint_2", *flag)
+        assert r.exit_code == 0, r.err
+
+    def count(model_dir, step):  # Adafactor's step count, read from the saved optimizer state
+        import orbax.checkpoint as ocp
+
+        step_dir = tmp_path / model_dir / f"checkpoint_{step}"
+        paths = checkpoints.TrainCheckpointer.read_step_meta(step_dir)["opt_state_paths"]
+        (i,) = [k for k, path in enumerate(paths) if path.endswith("count")]
+        restored = ocp.StandardCheckpointHandler().restore(step_dir / checkpoints.OPT_STATE)
+        return int(np.asarray(restored[f"{i:06d}"]))
+
+    assert count("a", 2) == 2
+    assert count("b", 3) == 3  # restored at 2, one more step
+    assert count("c", 3) == 1  # a fresh optimizer: one step
+
+
+def test_t5x_assignment_map_drops_optimizer_state():
+    from t5cli.t5x_compat.scripts import restores_optimizer_state
+    from t5cli.t5x_compat.utils import RestoreCheckpointConfig
+
+    assert restores_optimizer_state(RestoreCheckpointConfig(path="/x", mode="specific"))
+    assert not restores_optimizer_state(RestoreCheckpointConfig(path="/x", assignment_map=((r"state.*", None),)))
+    assert restores_optimizer_state(RestoreCheckpointConfig(path="/x", assignment_map=((r"target/x", None),)))

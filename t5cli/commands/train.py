@@ -48,6 +48,10 @@ def _runtime(ctx):
               help="Start from these parameters: a t5cli MODEL_DIR or checkpoint_<N>, an HF "
                    "directory, a T5X checkpoint_<N> or a Mesh-TF model.ckpt-N "
                    "(INITIAL_CHECKPOINT_PATH).")
+@click.option("--restore-optimizer-state", "--restore_optimizer_state", "restore_optimizer_state",
+              is_flag=True, default=None,
+              help="Also take the optimizer state from --init-checkpoint (T5X's default): this "
+                   "tool's saved state, or a T5X / Mesh-TF checkpoint's Adafactor slots.")
 @click.option("--feature-lengths", "--feature_lengths", "feature_lengths", default=None,
               metavar="inputs=N,targets=N", help="TASK_FEATURE_LENGTHS.")
 @click.option("--seed", type=int, default=None, help="Random seed for init, dropout and data order (RANDOM_SEED).")
@@ -62,8 +66,8 @@ def _runtime(ctx):
                                   "(repeatable or comma-separated).")
 @click.pass_context
 def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task, model, model_dir,
-            steps, batch_size, init_checkpoint, feature_lengths, seed, dtype, use_cached_tasks,
-            cache_dirs):
+            steps, batch_size, init_checkpoint, restore_optimizer_state, feature_lengths, seed, dtype,
+            use_cached_tasks, cache_dirs):
     """Train (or, as `finetune`, fine-tune) a model on a seqio task, T5X style.
 
     Every eval period and after the last step the model decodes the task's validation
@@ -87,7 +91,7 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
     t5x_train = config.setup_gin(
         base_files=[RUN_FILES[invoked]] + ([model_file] if model_file else []),
         gin_files=gin_files, bindings=gin_bindings, search_paths=gin_search_paths,
-        shortcuts=config.shortcut_bindings(
+        shortcuts=_restore_binding(restore_optimizer_state) + config.shortcut_bindings(
             task=task, model=model, model_dir=model_dir, steps=steps, batch_size=batch_size,
             init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed,
             activation_dtype=dtype) + (["USE_CACHED_TASKS = True"] if use_cached_tasks else []),
@@ -101,6 +105,12 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
         # T5X's gin files bind train_script.train (t5cli.t5x_compat); t5cli's bind train
         result = config.call(t5x_train or "train", runtime=runtime, tfds_data_dir=tfds_data_dir)
     click.echo(f"done: step {result.step}, MODEL_DIR {result.model_dir}")
+
+
+def _restore_binding(restore_optimizer_state) -> list:
+    """The gin binding for --restore-optimizer-state (T5X's gin files: the restore config's
+    assignment map decides, see t5cli.t5x_compat.scripts)."""
+    return ["train.restore_optimizer_state = True"] if restore_optimizer_state else []
 
 
 def _check_dtype_is_bound() -> None:

@@ -233,7 +233,19 @@ def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardin
     if checkpoint_format(path) not in ("t5cli", "hf"):
         foreign = checkpoint_formats.read(str(path), step)
         if foreign is not None:
-            return _foreign_params(foreign, expected, shardings), foreign.step
+            return foreign_params(foreign, expected, shardings), foreign.step
+    step_dir, found_step = resolve_step_dir(path, step)
+    item = step_dir / PARAMS
+    stored = _tree_metadata(item)
+    check_param_shapes(stored, expected, f"checkpoint {step_dir}")
+    params = _restore_tree(item, _abstract(expected, shardings))
+    return params, found_step
+
+
+def resolve_step_dir(model_dir_or_path, step: Optional[int] = None):
+    """``(checkpoint_<N> directory, N)`` for a checkpoint of this tool: the directory itself,
+    or a MODEL_DIR's latest (or ``step``); CheckpointError when there is none."""
+    path = _epath(model_dir_or_path)
     if is_checkpoint_dir(path):
         m = _STEP_DIR.match(path.name)
         found_step = int(m.group(1)) if m else 0
@@ -253,11 +265,7 @@ def load_params(model_dir_or_path, *, model, step: Optional[int] = None, shardin
         step_dir = path / f"{STEP_PREFIX}_{found_step}"
     else:
         raise CheckpointError(f"checkpoint {str(path)!r} is a file, not a checkpoint directory")
-    item = step_dir / PARAMS
-    stored = _tree_metadata(item)
-    check_param_shapes(stored, expected, f"checkpoint {step_dir}")
-    params = _restore_tree(item, _abstract(expected, shardings))
-    return params, found_step
+    return step_dir, found_step
 
 
 def checkpoint_format(path, step: Optional[int] = None) -> Optional[str]:
@@ -276,7 +284,7 @@ def checkpoint_format(path, step: Optional[int] = None) -> Optional[str]:
     return found[0] if found else None
 
 
-def _foreign_params(foreign, expected, shardings):
+def foreign_params(foreign, expected, shardings):
     """A foreign checkpoint's parameters, checked and cast like the model's, notes said."""
     import sys
 
@@ -298,6 +306,36 @@ def _like(expected, tree):
 
 
 # --- full train state (resume) -------------------------------------------------------------------
+
+def restore_opt_state(step_dir, abstract_opt_state, opt_shardings, meta: Mapping[str, Any], source: str):
+    """The optimizer state saved in ``step_dir`` (a ``checkpoint_<N>`` of this tool), checked
+    leaf by leaf against ``abstract_opt_state``; ``meta`` is that step's ``train_meta``."""
+    step_dir = _epath(step_dir)
+    leaves, treedef = jax.tree_util.tree_flatten(abstract_opt_state)
+    stored_paths = meta.get("opt_state_paths", [])
+    want_paths = list(_flat_shapes(abstract_opt_state))
+    if len(stored_paths) != len(want_paths):
+        raise CheckpointError(
+            f"{source} has an optimizer state of {len(stored_paths)} arrays but the configured "
+            f"optimizer needs {len(want_paths)}: the optimizer (or frozen parameters) changed. "
+            f"Use a new --model-dir, or restore the original optimizer settings"
+        )
+    if not leaves:
+        return jax.tree_util.tree_unflatten(treedef, [])
+    shard_leaves = (jax.tree_util.tree_leaves(opt_shardings) if opt_shardings is not None
+                    else [None] * len(leaves))
+    target = {f"{i:06d}": _abstract(x, s) for i, (x, s) in enumerate(zip(leaves, shard_leaves))}
+    stored = _tree_metadata(step_dir / OPT_STATE)
+    for i, (key, t) in enumerate(target.items()):
+        have = tuple(getattr(stored.get(key), "shape", ()))
+        if have != tuple(t.shape):
+            raise CheckpointError(
+                f"{source}: optimizer state {want_paths[i]!r} has shape {have} but the "
+                f"configured optimizer needs {tuple(t.shape)}; the optimizer settings changed"
+            )
+    flat = _restore_tree(step_dir / OPT_STATE, target)
+    return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in target])
+
 
 class TrainCheckpointer:
     """Saves and restores params, optimizer state and train metadata in MODEL_DIR."""
@@ -363,41 +401,19 @@ class TrainCheckpointer:
         check_param_shapes(_tree_metadata(step_dir / PARAMS), abstract_params, source)
         params = _restore_tree(step_dir / PARAMS, _abstract(abstract_params, param_shardings))
         meta = self.read_meta(step)
-        leaves, treedef = jax.tree_util.tree_flatten(abstract_opt_state)
-        stored_paths = meta.get("opt_state_paths", [])
-        want_paths = list(_flat_shapes(abstract_opt_state))
-        if len(stored_paths) != len(want_paths):
-            raise CheckpointError(
-                f"{source} has an optimizer state of {len(stored_paths)} arrays but the configured "
-                f"optimizer needs {len(want_paths)}: the optimizer (or frozen parameters) changed. "
-                f"Use a new --model-dir, or restore the original optimizer settings"
-            )
-        if leaves:
-            if opt_shardings is not None:
-                shard_leaves = jax.tree_util.tree_leaves(opt_shardings)
-            else:
-                shard_leaves = [None] * len(leaves)
-            target = {f"{i:06d}": _abstract(x, s) for i, (x, s) in enumerate(zip(leaves, shard_leaves))}
-            stored = _tree_metadata(step_dir / OPT_STATE)
-            for i, (key, t) in enumerate(target.items()):
-                have = tuple(getattr(stored.get(key), "shape", ()))
-                if have != tuple(t.shape):
-                    raise CheckpointError(
-                        f"{source}: optimizer state {want_paths[i]!r} has shape {have} but the "
-                        f"configured optimizer needs {tuple(t.shape)}; the optimizer settings changed"
-                    )
-            flat = _restore_tree(step_dir / OPT_STATE, target)
-            opt_state = jax.tree_util.tree_unflatten(treedef, [flat[k] for k in target])
-        else:
-            opt_state = jax.tree_util.tree_unflatten(treedef, [])
+        opt_state = restore_opt_state(step_dir, abstract_opt_state, opt_shardings, meta, source)
         return params, opt_state, meta
 
-    def read_meta(self, step: int) -> Dict[str, Any]:
+    @staticmethod
+    def read_step_meta(step_dir) -> Dict[str, Any]:
+        """``train_meta`` of a ``checkpoint_<N>`` directory, read as JSON."""
         import json
 
-        path = self.model_dir / f"{STEP_PREFIX}_{step}" / META / "metadata"
+        return json.loads((_epath(step_dir) / META / "metadata").read_text())
+
+    def read_meta(self, step: int) -> Dict[str, Any]:
         try:
-            return json.loads(path.read_text())
+            return self.read_step_meta(self.model_dir / f"{STEP_PREFIX}_{step}")
         except FileNotFoundError:
             import orbax.checkpoint as ocp
 

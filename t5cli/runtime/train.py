@@ -74,7 +74,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           progress_seconds: float = 30.0, random_seed: int = 0, use_cached_tasks: bool = False,
           pack: bool = True, num_partitions: int = 1, tfds_data_dir: Optional[str] = None,
           runtime=None, on_eval: Optional[OnEval] = None, infer_eval_period: Optional[int] = None,
-          threefry_partitionable: Optional[bool] = None, stop_on_nonfinite: bool = True) -> TrainResult:
+          threefry_partitionable: Optional[bool] = None, stop_on_nonfinite: bool = True,
+          restore_optimizer_state: bool = False) -> TrainResult:
     """Train a T5 model on a seqio task or mixture; see the module docstring.
 
     Names follow T5X: ``total_steps`` (``TRAIN_STEPS``), ``eval_period``, ``eval_steps``,
@@ -91,7 +92,9 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     resuming. ``stop_on_nonfinite`` (default True, T5X's ``TerminateOnNanAction``) ends the
     run with TrainingDivergedError at the first step whose loss or gradient norm is NaN or
     infinite, before any checkpoint of it is written; False only warns. One run at a time
-    holds MODEL_DIR (:mod:`t5cli.runtime.run_lock`). Without ``on_eval``, every ``infer_eval_period``
+    holds MODEL_DIR (:mod:`t5cli.runtime.run_lock`). ``restore_optimizer_state`` also takes
+    the optimizer state from ``initial_checkpoint_path`` (T5X's default; for T5X and
+    Mesh-TF checkpoints their Adafactor slots, :mod:`t5cli.runtime.optimizer_state`). Without ``on_eval``, every ``infer_eval_period``
     steps (None: ``eval_period``; 0: never) and after the last step the model decodes the
     task's validation split and writes its seqio metrics to ``inference_eval/<task>/``.
     Returns a :class:`TrainResult`.
@@ -130,7 +133,8 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         # state: resumed from MODEL_DIR, else from the initial checkpoint, else fresh
         start = train_state.init_or_restore(model, layout, model_dir, total_steps=total_steps,
                                             initial_checkpoint_path=initial_checkpoint_path,
-                                            random_seed=random_seed, keep_checkpoints=keep_checkpoints)
+                                            random_seed=random_seed, keep_checkpoints=keep_checkpoints,
+                                            restore_optimizer_state=restore_optimizer_state)
         if start.step >= total_steps:
             print(f"MODEL_DIR {model_dir} is already at step {start.step} >= TRAIN_STEPS={total_steps}; "
                   f"nothing to do", flush=True)

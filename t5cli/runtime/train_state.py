@@ -21,7 +21,7 @@ import optax
 
 from t5cli.errors import ConfigError
 from t5cli.models.model import EncoderDecoderModel
-from t5cli.runtime import checkpoints, optim, partitioning
+from t5cli.runtime import checkpoints, optim, optimizer_state, partitioning
 
 
 def build_model(runtime, model_name, model_config, overrides, dropout_rate, task) -> EncoderDecoderModel:
@@ -126,16 +126,21 @@ class TrainStart:
 
 def init_or_restore(model, layout: Layout, model_dir: str, *, total_steps: int,
                     initial_checkpoint_path: Optional[str], random_seed: int,
-                    keep_checkpoints: Optional[int]) -> TrainStart:
+                    keep_checkpoints: Optional[int], restore_optimizer_state: bool = False) -> TrainStart:
     """Resume from MODEL_DIR's latest checkpoint, else start from ``initial_checkpoint_path``
-    or from parameters drawn with ``random_seed``. A resumed run may already be at
-    ``total_steps``; an initial checkpoint at or past it is an error, raised before MODEL_DIR
-    is created."""
+    (its optimizer state too with ``restore_optimizer_state``, see
+    :mod:`t5cli.runtime.optimizer_state`) or from parameters drawn with ``random_seed``. A
+    resumed run may already be at ``total_steps``; an initial checkpoint at or past it is an
+    error, raised before MODEL_DIR is created."""
     resume_step = checkpoints.latest_step(model_dir)
-    init_params, initial_step = None, 0
+    init_params, initial_step, opt_source = None, 0, None
     if resume_step is None and initial_checkpoint_path:
-        init_params, initial_step = checkpoints.load_params(
-            initial_checkpoint_path, model=model, shardings=layout.param_shardings)
+        if restore_optimizer_state:
+            init_params, initial_step, opt_source = optimizer_state.load_params_and_state_source(
+                initial_checkpoint_path, model=model, shardings=layout.param_shardings)
+        else:
+            init_params, initial_step = checkpoints.load_params(
+                initial_checkpoint_path, model=model, shardings=layout.param_shardings)
         if initial_step >= total_steps:
             raise ConfigError(
                 f"TRAIN_STEPS={total_steps} is not past the initial checkpoint's step {initial_step}: "
@@ -155,6 +160,9 @@ def init_or_restore(model, layout: Layout, model_dir: str, *, total_steps: int,
         init_params = jax.jit(model.init_params, out_shardings=layout.param_shardings)(
             jax.random.PRNGKey(random_seed))
     opt_state = jax.jit(layout.tx.init, out_shardings=layout.opt_shardings)(init_params)
+    if opt_source is not None:
+        opt_state = optimizer_state.restore(opt_source, opt_state, abstract_opt=layout.abstract_opt,
+                                            opt_shardings=layout.opt_shardings, step=initial_step)
     return TrainStart(init_params, opt_state, step=initial_step, initial_step=initial_step,
                       data_seed=random_seed, checkpointer=ckpt, created_dir=created_dir)
 

@@ -87,8 +87,9 @@ def _restore_path(cfg, *, model_dir: Optional[str], for_training: bool) -> Optio
         unsupported(p + "dtype", cfg.dtype, "parameters are restored in float32")
     if cfg.restore_dataset:
         unsupported(p + "restore_dataset", True, "a resumed t5cli run continues its data stream itself")
-    if cfg.assignment_map:
-        unsupported(p + "assignment_map", cfg.assignment_map)
+    other = [rule for rule in (cfg.assignment_map or ()) if not _drops_optimizer_state(rule)]
+    if other:
+        unsupported(p + "assignment_map", other, "only ((r'state.*', None),) is understood")
     if for_training and cfg.mode == "all":
         raise ConfigError("utils.RestoreCheckpointConfig.mode='all' is for evaluation; training restores "
                           "'specific' or 'latest'")
@@ -105,6 +106,21 @@ def _restore_path(cfg, *, model_dir: Optional[str], for_training: bool) -> Optio
         raise ConfigError(f"{p}path: no checkpoint at {', '.join(map(str, cfg.paths()))} (set "
                           f"{p}fallback_to_scratch = True to start from random parameters)")
     return None
+
+
+def _drops_optimizer_state(rule) -> bool:
+    """An assignment-map rule ``(pattern, None)`` that skips T5X's optimizer state."""
+    try:
+        pattern, target = rule
+        return target is None and re.fullmatch(pattern, "state/param_states/x/v_row") is not None
+    except (TypeError, ValueError, re.error):
+        return False
+
+
+def restores_optimizer_state(cfg) -> bool:
+    """T5X restores the initial checkpoint's optimizer state unless the restore config's
+    assignment map drops ``state/…``."""
+    return cfg is not None and not any(_drops_optimizer_state(r) for r in (cfg.assignment_map or ()))
 
 
 def _evaluator_arguments(evaluator_cls) -> Dict[str, Any]:
@@ -254,6 +270,7 @@ def train_arguments(*, model, train_dataset_cfg, train_eval_dataset_cfg, infer_e
             unsupported(p + "keep_dataset_checkpoints", save.keep_dataset_checkpoints)
     initial = _restore_path(restore, model_dir=model_dir, for_training=True)
     out["initial_checkpoint_path"] = initial
+    out["restore_optimizer_state"] = bool(initial) and restores_optimizer_state(restore)
 
     # steps
     if relative_steps:
