@@ -1,14 +1,15 @@
 """Training speed: t5cli (JAX) next to Hugging Face transformers (PyTorch), same work.
 
-T5 1.1 small dimensions, batch 8 × 128 input / 128 target tokens, float32 activations
+T5 1.1 small dimensions (``--model``; ``tiny`` is the 19.6M-parameter T5 1.1 of
+:data:`BENCH_MODELS`), batch 8 × 128 input / 128 target tokens, float32 activations
 (or --dtype bfloat16), dropout 0.1, Adafactor with T5X-like settings (lr 1e-3 constant,
 parameter scaling, update clipping 1.0, decay 0.8), on identical random token ids. Prints
-one table: step time and target tokens per second. DESIGN.md's reference on this 2-core
-CPU: T5X 198 target tokens/s, HF 317.
+one table: step time, target tokens per second and the peak resident memory of each side's
+process. DESIGN.md's reference on this 2-core CPU: T5X 198 target tokens/s, HF 317.
 
-    python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf] [--model t5_1_1_small]
-                                [--dropout 0.1] [--dtype float32|bfloat16] [--hf-malloc]
-                                [--rounds 1]
+    python bench/bench_train.py [--steps 6] [--warmup 2] [--skip-hf]
+                                [--model t5_1_1_small[,tiny,...]] [--dropout 0.1]
+                                [--dtype float32|bfloat16] [--hf-malloc] [--rounds 1]
 
 With ``--rounds N`` the two sides run N times, alternating (t5cli, HF, t5cli, HF, ...),
 each time in a fresh process; the table gives each side's median over the rounds and the
@@ -28,6 +29,36 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+#: models the bench knows besides t5cli's named configs: name -> (config, field overrides)
+BENCH_MODELS = {
+    # 19.6M parameters: T5 1.1 (gated-GELU, untied logits) with d_model 256, 4 heads x 64,
+    # d_ff 512, 2+2 layers and the 32128-token vocabulary
+    "tiny": ("t5_1_1_small", dict(emb_dim=256, num_heads=4, head_dim=64, mlp_dim=512,
+                                  num_encoder_layers=2, num_decoder_layers=2)),
+}
+
+
+def bench_config(name: str):
+    """The T5Config that ``--model name`` stands for (a BENCH_MODELS name or a t5cli config)."""
+    from t5cli.models.configs import get_config
+
+    base, overrides = BENCH_MODELS.get(name, (name, {}))
+    return get_config(base).replace(**overrides)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (VmHWM; ru_maxrss where /proc is absent)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def random_batch(batch_size: int, input_length: int, target_length: int, vocab: int, seed: int = 0):
@@ -135,13 +166,12 @@ def hf_runner(config, batch, dtype="float32"):
 def measure(args, which: str) -> dict:
     """Time one implementation ('jax' or 'hf') in this process; returns its figures."""
     from t5cli.runtime import host_allocator, xla_flags
-    from t5cli.models.configs import get_config
 
     if which == "jax":  # what train() does before JAX starts
         xla_flags.apply_defaults(activation_dtype=args.dtype)
     if which == "jax" or args.hf_malloc:
         host_allocator.retain_freed_memory()
-    config = get_config(args.model).replace(dropout_rate=args.dropout, dtype=args.dtype)
+    config = bench_config(args.model).replace(dropout_rate=args.dropout, dtype=args.dtype)
     batch = random_batch(args.batch_size, args.input_length, args.target_length, config.vocab_size)
     if which == "jax":
         run, compile_s = jax_runner(config, batch)
@@ -159,12 +189,14 @@ def measure(args, which: str) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     return {"name": name, "step_seconds": statistics.median(times), "loss": loss, "note": note,
-            "load": os.getloadavg()[0]}
+            "load": os.getloadavg()[0], "peak_rss": peak_rss_bytes()}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="t5_1_1_small")
+    ap.add_argument("--model", default="t5_1_1_small",
+                    help="a t5cli model config or 'tiny' (19.6M); several, comma-separated, "
+                         "give one table")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--input-length", type=int, default=128)
     ap.add_argument("--target-length", type=int, default=128)
@@ -186,38 +218,50 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(measure(args, args.only)), flush=True)
         return 0
 
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    for name in models:
+        bench_config(name)  # an unknown name stops here, before any child runs
     # Each implementation runs in a process of its own: with torch loaded beside JAX, its
-    # OpenMP worker threads took CPU from XLA's and the JAX step ran ~15% slower.
+    # OpenMP worker threads took CPU from XLA's and the JAX step ran ~15% slower. The peak
+    # RSS is then that process's alone: imports, compilation and the steps.
     sides = [w for w, skip in (("jax", args.skip_jax), ("hf", args.skip_hf)) if not skip]
     child = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--skip-hf", "--skip-jax")]
-    rounds = []
-    for _ in range(max(1, args.rounds)):
-        results = []
-        for which in sides:
-            out = subprocess.run([sys.executable, __file__, *child, "--only", which], text=True,
-                                 stdout=subprocess.PIPE, check=True).stdout
-            results.append(json.loads(out.rsplit("RESULT ", 1)[1]))
-        rounds.append(results)
+    tables = {}
+    for name in models:
+        rounds = []
+        for _ in range(max(1, args.rounds)):
+            results = []
+            for which in sides:
+                out = subprocess.run([sys.executable, __file__, *child, "--model", name, "--only", which],
+                                     text=True, stdout=subprocess.PIPE, check=True).stdout
+                results.append(json.loads(out.rsplit("RESULT ", 1)[1]))
+            rounds.append(results)
+        tables[name] = rounds
     target_tokens = args.batch_size * args.target_length
-    print(f"\n{args.model}, batch {args.batch_size} x {args.input_length}/{args.target_length}, "
+    print(f"\nbatch {args.batch_size} x {args.input_length}/{args.target_length}, "
           f"{args.dtype}, dropout {args.dropout}, {args.steps} timed steps after {args.warmup} warm-up, "
           f"{os.cpu_count()} CPU(s), one process each"
-          + (f", {len(rounds)} alternating rounds" if len(rounds) > 1 else ""))
-    print(f"{'implementation':<28}{'step s (median)':>16}{'target tok/s':>14}  notes")
-    for i in range(len(sides)):
-        runs = [results[i] for results in rounds]
-        step = statistics.median(r["step_seconds"] for r in runs)
-        r = runs[-1]
-        if len(runs) > 1:
-            each = " ".join(f"{x['step_seconds']:.3f}" for x in runs)
-            note = f"{r['note'] + ', ' if r['note'] else ''}rounds {each}"
-        else:
-            note = f"{r['note'] + ', ' if r['note'] else ''}last loss {r['loss']:.3f}, load {r['load']:.1f}"
-        print(f"{r['name']:<28}{step:>16.3f}{target_tokens / step:>14.1f}  {note}")
+          + (f", {args.rounds} alternating rounds" if args.rounds > 1 else ""))
+    print(f"{'model':<14}{'implementation':<28}{'step s (median)':>16}{'target tok/s':>14}"
+          f"{'peak RSS GB':>13}  notes")
+    for name, rounds in tables.items():
+        for i in range(len(sides)):
+            runs = [results[i] for results in rounds]
+            step = statistics.median(r["step_seconds"] for r in runs)
+            peak = max(r["peak_rss"] for r in runs) / 1e9
+            r = runs[-1]
+            if len(runs) > 1:
+                each = " ".join(f"{x['step_seconds']:.3f}" for x in runs)
+                note = f"{r['note'] + ', ' if r['note'] else ''}rounds {each}"
+            else:
+                note = f"{r['note'] + ', ' if r['note'] else ''}last loss {r['loss']:.3f}, load {r['load']:.1f}"
+            print(f"{name:<14}{r['name']:<28}{step:>16.3f}{target_tokens / step:>14.1f}{peak:>13.2f}  {note}")
     if len(sides) == 2:
-        ratios = [results[1]["step_seconds"] / results[0]["step_seconds"] for results in rounds]
-        spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else ""
-        print(f"speed-up t5cli / HF: {statistics.median(ratios):.2f}x{spread} (target >= 1.5x)")
+        for name, rounds in tables.items():
+            ratios = [results[1]["step_seconds"] / results[0]["step_seconds"] for results in rounds]
+            spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f}x)" if len(ratios) > 1 else ""
+            print(f"{name}: speed-up t5cli / HF {statistics.median(ratios):.2f}x{spread} (target >= 1.5x); "
+                  f"peak RSS t5cli / HF {max(r[0]['peak_rss'] for r in rounds) / max(r[1]['peak_rss'] for r in rounds):.2f}")
     return 0
 
 

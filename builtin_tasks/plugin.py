@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from t5cli.plugins.hookspecs import hookimpl
 
-from builtin_tasks import metrics, tasks
+from builtin_tasks import head_tasks, metrics, tasks
 
 
 @hookimpl
 def register_tasks(register):
     for name, factory in tasks.TASK_FACTORIES.items():
+        register(name, factory)
+    for name, factory in head_tasks.TASK_FACTORIES.items():
         register(name, factory)
 
 

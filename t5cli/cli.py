@@ -266,7 +266,16 @@ def _user_dir_code(opts: GlobalOptions) -> bool:
 
 def _needs_tensorflow(rest: Sequence[str]) -> bool:
     command = _command_word(rest)
+    if command == "infer" and _text_infer(rest):
+        return False  # the run's recorded vocabularies tokenize without TensorFlow
     return command in _TENSORFLOW_COMMANDS or (command == "tasks" and "show" in rest)
+
+
+def _text_infer(rest: Sequence[str]) -> bool:
+    """``t5 infer --input …`` without ``--task`` or gin files."""
+    names = {a.split("=")[0] for a in rest}
+    return bool(names & {"--input", "--input-file", "--input_file"}) and not (
+        names & {"--task", "--gin-file", "--gin_file"})
 
 
 def _add_plugin_commands(app: App) -> None:

@@ -86,19 +86,14 @@ def python_env(**extra) -> dict:
 PYTHON = sys.executable
 
 
-@pytest.fixture(scope="module")
-def jax_compilation_cache(tmp_path_factory):
-    """A module-wide persistent JAX compilation cache, so runs of the same shapes compile once.
-
-    Opt in with ``pytestmark = pytest.mark.usefixtures("jax_compilation_cache")``."""
-    import jax
-
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0)
-    jax.config.update(names[2], -1)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
+@pytest.fixture(scope="session", autouse=True)
+def session_compile_cache(tmp_path_factory):
+    """t5cli's persistent compilation cache in one folder for the whole session, never the
+    user's, set before any module-scoped fixture compiles (a test that counts entries
+    points T5CLI_CACHE_DIR at its own folder)."""
+    folder = tmp_path_factory.mktemp("compile_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("T5CLI_CACHE_DIR", str(folder))
+        patch.delenv("T5CLI_COMPILE_CACHE", raising=False)
+        patch.delenv("T5CLI_COMPILE_CACHE_MAX_SIZE", raising=False)
+        yield folder

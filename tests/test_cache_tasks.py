@@ -28,7 +28,6 @@ HAVE_BEAM = importlib.util.find_spec("apache_beam") is not None
 needs_beam = pytest.mark.skipif(
     not HAVE_BEAM, reason="apache-beam is not installed: pip install 't5cli[beam]' "
                           "(`make test` installs it)")
-pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
 
 
 def test_without_beam_the_command_says_how_to_install(t5, tmp_path, monkeypatch):

@@ -170,3 +170,66 @@ def test_sizes_come_from_the_checkpoint_when_the_record_lacks_them(trained, tmp_
     assert r.exit_code == 0, r.err
     assert "sizes read from the checkpoint" in r.err and "emb_dim=32" in r.err
     assert json.loads(r.out.splitlines()[-1])["inputs"] == "seven"
+
+
+# ---- the activation dtype recorded with the checkpoint ----------------------------------------
+
+@pytest.fixture(scope="module")
+def trained_bf16(tmp_path_factory):
+    """A tiny model trained for two steps with bfloat16 activations."""
+    from t5cli.plugins import load_runtime
+    from t5cli.runtime.train import train
+
+    model_dir = tmp_path_factory.mktemp("bf16") / "model"
+    train(model_dir=str(model_dir), mixture_or_task_name=TASK, model_name="byt5_tiny",
+          model_overrides=dict(TINY, dtype="bfloat16"), task_feature_lengths=LENGTHS, total_steps=2,
+          batch_size=8, checkpoint_period=2, eval_period=None, infer_eval_period=0,
+          runtime=load_runtime())
+    return model_dir
+
+
+def test_eval_and_infer_compute_in_the_recorded_activation_dtype(trained_bf16, tmp_path, capsys):
+    import math
+
+    from t5cli.plugins import load_runtime
+    from t5cli.runtime.evaluate import evaluate
+    from t5cli.runtime.infer import infer
+    from t5cli.runtime.model_loading import load_model
+
+    runtime = load_runtime()
+    note = "byt5_tiny computes in bfloat16, as the run was trained"
+    # the user's own overrides without a dtype keep the recorded one
+    loaded = load_model(runtime, str(trained_bf16), model_overrides={"dropout_rate": 0.0})
+    assert (loaded.model.config.dtype, loaded.model.config.dropout_rate, loaded.model.config.emb_dim) == \
+        ("bfloat16", 0.0, 32)
+    capsys.readouterr()
+    result = infer(checkpoint_path=str(trained_bf16), inputs=["seven", "forty-two"],
+                   model_overrides=dict(TINY, dropout_rate=0.0), runtime=runtime, output="-")
+    assert note in capsys.readouterr().err
+    assert [r["inputs"] for r in result.records] == ["seven", "forty-two"]
+    assert all(isinstance(r["prediction"], str) and math.isfinite(r["score"]) for r in result.records)
+
+    ev = evaluate(checkpoint_path=str(trained_bf16), split="validation", num_examples=8, batch_size=8,
+                  output_dir=str(tmp_path / "ev"), runtime=runtime)
+    assert note in capsys.readouterr().err
+    assert 0 <= ev.metrics[TASK]["sequence_accuracy"] <= 100 and len(read_jsonl(ev.predictions[TASK])) == 8
+
+    # a dtype the user names wins
+    loaded = load_model(runtime, str(trained_bf16), model_overrides={"dtype": "float32"})
+    assert loaded.model.config.dtype == "float32" and note not in capsys.readouterr().err
+
+
+def test_t5x_style_dtype_binding_is_the_recorded_dtype(trained, tmp_path):
+    """A T5X gin run records ``network.T5Config.dtype`` (often through ACTIVATION_DTYPE), not
+    t5cli's model_overrides: the sizes then come from the checkpoint, the dtype from the gin."""
+    from t5cli.plugins import load_runtime
+    from t5cli.runtime.model_loading import load_model, recorded_activation_dtype
+
+    run = tmp_path / "t5x_run"
+    shutil.copytree(trained, run)
+    (run / "config.gin").write_text("ACTIVATION_DTYPE = 'bfloat16'\n# Parameters for network.T5Config:\n"
+                                    "network.T5Config.dtype = %ACTIVATION_DTYPE\n")
+    assert recorded_activation_dtype(run) == "bfloat16"
+    loaded = load_model(load_runtime(), str(run))
+    assert (loaded.model.config.dtype, loaded.model.config.emb_dim) == ("bfloat16", 32)
+    assert recorded_activation_dtype(trained) is None  # a float32 run records no dtype

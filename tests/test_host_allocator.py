@@ -1,4 +1,5 @@
-"""The glibc settings that stop XLA's per-step buffers from being re-faulted every step."""
+"""The glibc settings for XLA's host buffers: one malloc arena (and, on request, a heap
+that never returns freed pages)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import pytest
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc mallopt only")
 
 # A jitted computation whose 64 MiB result is freed and allocated again on every call, the
-# way a train step's temporary buffer is; counts the page faults each call costs.
+# way a train step's temporary buffer is, run from several threads; counts the page faults
+# each call costs and the malloc arenas the process ends with (glibc's malloc_info).
 PROBE = """
-import json, resource, sys
+import ctypes, json, resource, sys, tempfile, threading
 from t5cli.runtime import host_allocator
 applied = host_allocator.retain_freed_memory()
 import jax, jax.numpy as jnp
@@ -29,7 +31,25 @@ for _ in range(20):
     y.block_until_ready()
     del y
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
-print(json.dumps({"applied": applied, "faults_per_call": faults, "value": float(f(x)[0, 0])}))
+def work():
+    for _ in range(50):
+        z = [bytearray(1000 + i) for i in range(200)]
+        del z
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = (ctypes.c_char_p, ctypes.c_char_p)
+libc.malloc_info.argtypes = (ctypes.c_int, ctypes.c_void_p)
+libc.fclose.argtypes = (ctypes.c_void_p,)
+path = tempfile.mktemp()
+stream = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, stream)
+libc.fclose(stream)
+arenas = open(path).read().count("<heap nr=")
+print(json.dumps({"applied": applied, "faults_per_call": faults, "arenas": arenas,
+                  "value": float(f(x)[0, 0])}))
 """
 
 
@@ -41,15 +61,26 @@ def _probe(**env_extra) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_freed_buffers_are_reused_without_page_faults():
+def test_one_arena_by_default():
+    """Every thread allocates from the main arena, so freed memory does not pile up in
+    per-thread arenas; glibc's defaults give the threads arenas of their own."""
     tuned = _probe()
     plain = _probe(T5CLI_MALLOC_DEFAULTS="0")
     assert tuned["applied"] is True and plain["applied"] is False
     assert tuned["value"] == plain["value"] == 3.0
+    assert tuned["arenas"] == 1, tuned
+    assert plain["arenas"] > 1, plain
+
+
+def test_retain_reuses_freed_buffers_without_page_faults():
+    """``T5CLI_MALLOC=retain``: the old behaviour, no page faults for a freed buffer."""
+    retain = _probe(T5CLI_MALLOC="retain")
+    plain = _probe(T5CLI_MALLOC_DEFAULTS="0")
+    assert retain["applied"] is True and retain["value"] == 3.0
     # 64 MiB is 16,384 pages: without the settings most of them are new every call
     assert plain["faults_per_call"] > 8000, plain
     # with them the heap stops growing after a few calls (a busy machine may add a few)
-    assert tuned["faults_per_call"] < plain["faults_per_call"] / 4, (tuned, plain)
+    assert retain["faults_per_call"] < plain["faults_per_call"] / 4, (retain, plain)
 
 
 def test_nothing_is_changed_when_jax_will_not_run_on_the_cpu(monkeypatch):

@@ -60,6 +60,25 @@ def test_dense(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("names", [("gelu", "linear"), ("relu",), ("silu", "linear", "linear")])
+def test_gate(dtype, names):
+    """The MLP's gated activation: the cpu kernel recomputes the activations in its
+    backward pass instead of storing them; values and gradients stay the plain ones."""
+    from t5cli.models.network import ACTIVATIONS
+
+    functions = tuple(ACTIVATIONS[n] for n in names)
+    hidden = tuple(_normal(i, (2, 7, 24), dtype) for i in range(len(names)))
+    for module in (cpu, plain):
+        out, grads = _values_and_grads(lambda *h: module.gate(h, functions), hidden,
+                                       tuple(range(len(names))))
+        if module is cpu:
+            ours = (out, grads)
+    _assert_close(ours, (out, grads), dtype)
+    expected = np.prod([np.asarray(f(h), np.float32) for f, h in zip(functions, hidden)], axis=0)
+    np.testing.assert_allclose(np.asarray(out, np.float32), expected, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_scale_features(dtype):
     # as RMSNorm calls it: float32 normalised values, float32 scale
     x, scale = _normal(0, (3, 5, 16)), _normal(1, (16,))
@@ -213,3 +232,12 @@ def test_adafactor_updates_agree_between_kernel_sets():
     _assert_close(updates("cpu"), updates("plain"), "float32")
     with pytest.raises(ValueError, match="kernels"):
         optim.adafactor(kernels="gpu")
+
+
+def test_lookup():
+    """The token embedding: rows and the scatter-added gradient (repeated ids add up)."""
+    table = _normal(0, (11, 6))
+    ids = jnp.asarray([[3, 0, 3], [10, 3, 1]], jnp.int32)
+    _check_same("lookup", (table, ids), (0,), "float32")
+    grads = jax.grad(lambda t: jnp.sum(cpu.lookup(t, ids)))(table)
+    np.testing.assert_allclose(np.asarray(grads)[:, 0], [1, 1, 0, 3, 0, 0, 0, 0, 0, 0, 1])

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 TASK = "number_words_en_de_999"
 TINY = dict(emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64, num_encoder_layers=1,
             num_decoder_layers=1)
-
-
-# each train() call builds its own jit: reuse compiled steps across this module
-pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
 
 
 def _train(model_dir, steps):

@@ -25,8 +25,6 @@ TINY = ("{'emb_dim': 32, 'num_heads': 2, 'head_dim': 16, 'mlp_dim': 64, "
 LENGTHS = "inputs=32,targets=32"
 LOCK = ".t5cli.lock"
 
-pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
-
 
 def train_args(model_dir, *extra, steps=4, lr="0.01"):
     return ["train", "--model", "byt5_tiny", "--task", TASK, "--model-dir", str(model_dir),

@@ -25,10 +25,6 @@ TAGS = {"loss", "loss_per_nonpadding_target_token", "accuracy", "learning_rate",
         "timing/steps_per_second", "timing/target_tokens_per_second"}
 
 
-# each train() call builds its own jit: reuse compiled steps across this module
-pytestmark = pytest.mark.usefixtures("jax_compilation_cache")
-
-
 def train_args(model_dir, *extra, steps=40):
     return ["train", "--model", "byt5_tiny", "--task", TASK, "--model-dir", str(model_dir),
             "--steps", str(steps), "--batch-size", "16", "--feature-lengths", LENGTHS,

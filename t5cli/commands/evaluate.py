@@ -10,6 +10,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 import click
 
+from t5cli.commands.distributed_options import distributed_options
+
 
 def _runtime(ctx):
     obj = ctx.find_root().obj
@@ -192,6 +194,7 @@ def parse_lengths(text: Optional[str]):
               help="Where results go (EVAL_OUTPUT_DIR; default MODEL_DIR/inference_eval).")
 @cache_options
 @gin_options
+@distributed_options
 @click.pass_context
 def command(ctx, checkpoint, model_dir, model, step, task, split, feature_lengths, batch_size,
             tfds_data_dir, num_examples, beam_size, alpha, temperature, top_k, top_p, seed,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import click
 
+from t5cli.commands.distributed_options import distributed_options
 from t5cli.commands.evaluate import (COMMON_MACROS, cache_options, checkpoint_options,
                                      data_options, decode_options, gin_options, parse_lengths,
                                      run_configured, shortcut_bindings, use_cache_dirs)
@@ -25,6 +26,7 @@ from t5cli.commands.evaluate import (COMMON_MACROS, cache_options, checkpoint_op
               help="Write <task>-<split>-<step>.jsonl here (INFER_OUTPUT_DIR).")
 @cache_options
 @gin_options
+@distributed_options
 @click.pass_context
 def command(ctx, checkpoint, model_dir, model, step, task, split, feature_lengths, batch_size,
             tfds_data_dir, num_examples, beam_size, alpha, temperature, top_k, top_p, seed,
@@ -39,7 +41,8 @@ def command(ctx, checkpoint, model_dir, model, step, task, split, feature_length
     """
     from t5cli.runtime.task_cache import explain_missing_cache
 
-    use_cache_dirs(cache_dirs)
+    if input_file is None or cache_dirs:  # text inputs read no task data (and need no seqio)
+        use_cache_dirs(cache_dirs)
     with explain_missing_cache():
         run_configured(
             ctx, "infer", run_file="runs/infer.gin", gin_files=gin_files, gin_bindings=gin_bindings,

@@ -76,11 +76,14 @@ def models_command(ctx, details, as_json):
 
 @click.command("paths")
 def paths_command():
-    """Show the folders t5cli uses (platformdirs) and the environment variables it reads."""
+    """Show the folders t5cli uses (platformdirs), the compilation cache's size, and the
+    environment variables t5cli reads."""
     from t5cli.paths import describe_paths
 
-    for key, value in describe_paths().items():
-        click.echo(f"{key:<22} {value}")
+    paths = describe_paths()
+    width = max(map(len, paths))
+    for key, value in paths.items():
+        click.echo(f"{key:<{width}} {value}")
 
 
 def _list_entries(registry, kind: str, as_json: bool) -> None:

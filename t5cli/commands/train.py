@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import click
 
+from t5cli.commands.distributed_options import distributed_options, precompile_options
+
 RUN_FILES = {"train": "runs/pretrain.gin", "finetune": "runs/finetune.gin"}
+#: ``--head`` choices (t5cli.runtime.head_data.HEAD_NAMES, without importing it)
+HEADS = ("sequence_classification", "token_classification", "question_answering")
 REQUIRED = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "MODEL_NAME")
 #: with T5X's gin files (``train_script.train``): the model comes from MODEL in the model file
 T5X_REQUIRED = ("MODEL_DIR", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS")
@@ -64,10 +68,18 @@ def _runtime(ctx):
 @click.option("--cache-dir", "--seqio_additional_cache_dirs", "cache_dirs", multiple=True,
               metavar="DIR", help="Folder made by `t5 cache-tasks` to look for cached tasks in "
                                   "(repeatable or comma-separated).")
+@click.option("--head", default=None, type=click.Choice(HEADS),
+              help="Train the encoder alone with this head (FAT5 style): defaults AdamW at 1e-4 "
+                   "(runs/heads.gin); the task gives inputs + label / labels / start_position and "
+                   "end_position. Without --model the model is --init-checkpoint's.")
+@click.option("--num-labels", "--num_labels", "num_labels", type=int, default=None, metavar="N",
+              help="Classes of a classification head (default: the task's label names).")
+@precompile_options
+@distributed_options
 @click.pass_context
 def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task, model, model_dir,
             steps, batch_size, init_checkpoint, restore_optimizer_state, feature_lengths, seed, dtype,
-            use_cached_tasks, cache_dirs):
+            use_cached_tasks, cache_dirs, head=None, num_labels=None):
     """Train (or, as `finetune`, fine-tune) a model on a seqio task, T5X style.
 
     Every eval period and after the last step the model decodes the task's validation
@@ -89,12 +101,13 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
     required = REQUIRED + (("INITIAL_CHECKPOINT_PATH",) if invoked == "finetune" else ())
     model_file = config.model_gin_file(model)
     t5x_train = config.setup_gin(
-        base_files=[RUN_FILES[invoked]] + ([model_file] if model_file else []),
+        base_files=[RUN_FILES[invoked]] + (["runs/heads.gin"] if head else []) + ([model_file] if model_file else []),
         gin_files=gin_files, bindings=gin_bindings, search_paths=gin_search_paths,
         shortcuts=_restore_binding(restore_optimizer_state) + config.shortcut_bindings(
             task=task, model=model, model_dir=model_dir, steps=steps, batch_size=batch_size,
             init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed,
-            activation_dtype=dtype) + (["USE_CACHED_TASKS = True"] if use_cached_tasks else []),
+            activation_dtype=dtype) + (["USE_CACHED_TASKS = True"] if use_cached_tasks else [])
+        + _head_bindings(head, num_labels, model is None and init_checkpoint is not None),
         runtime=runtime, required=required, t5x_script_name="train",
         t5x_required=T5X_REQUIRED + (("INITIAL_CHECKPOINT_PATH",) if invoked == "finetune" else ()),
     )
@@ -104,7 +117,20 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
     with explain_missing_cache():
         # T5X's gin files bind train_script.train (t5cli.t5x_compat); t5cli's bind train
         result = config.call(t5x_train or "train", runtime=runtime, tfds_data_dir=tfds_data_dir)
+    if hasattr(result, "lines"):  # --precompile: a report, nothing trained
+        click.echo("\n".join(result.lines()))
+        return
     click.echo(f"done: step {result.step}, MODEL_DIR {result.model_dir}")
+
+
+def _head_bindings(head, num_labels, model_from_checkpoint: bool) -> list:
+    """gin bindings for --head / --num-labels (the model may come from the checkpoint)."""
+    out = [f"train.head = {head!r}"] if head else []
+    if num_labels is not None:
+        out.append(f"train.num_labels = {int(num_labels)}")
+    if head and model_from_checkpoint:
+        out.append("MODEL_NAME = None")
+    return out
 
 
 def _restore_binding(restore_optimizer_state) -> list:

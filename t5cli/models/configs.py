@@ -111,6 +111,9 @@ class T5Config:
 
 def build_vocabulary(name: str):
     """Build a seqio vocabulary from a short name ('t5', 'mt5', 'byte') or a .model path."""
+    from t5cli.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # seqio imports TensorFlow, whose start-up is chatty
     import seqio
 
     if name == "byte":

@@ -23,7 +23,28 @@ DECODER_START_ID = 0
 Params = Any
 
 
-class EncoderDecoderModel:
+class ParameterShapes:
+    """Shapes and logical axes of a model's parameters, from its ``boxed_param_shapes()``
+    (abstract params still wrapped in ``nn.LogicallyPartitioned``)."""
+
+    def boxed_param_shapes(self) -> Params:
+        raise NotImplementedError
+
+    def param_shapes(self) -> Params:
+        """``jax.ShapeDtypeStruct`` per parameter, without materialising them."""
+        return nn.unbox(self.boxed_param_shapes())
+
+    def logical_axes(self) -> Params:
+        """A ``PartitionSpec`` of logical axis names per parameter (e.g. ('vocab', 'embed'))."""
+        return nn.get_partition_spec(self.boxed_param_shapes())
+
+    def param_axes(self, params: Optional[Params] = None) -> Params:
+        """Same as ``logical_axes``; ``params`` is accepted for T5X-style call sites."""
+        del params
+        return self.logical_axes()
+
+
+class EncoderDecoderModel(ParameterShapes):
     """A T5 encoder-decoder: config, linen module, vocabulary and pure apply functions."""
 
     pad_id = PAD_ID
@@ -64,18 +85,6 @@ class EncoderDecoderModel:
         """Abstract params still wrapped in ``nn.LogicallyPartitioned`` (no memory used)."""
         return jax.eval_shape(self._init_fn(1, 1, 1), jax.random.PRNGKey(0))
 
-    def param_shapes(self) -> Params:
-        """``jax.ShapeDtypeStruct`` per parameter, without materialising them."""
-        return nn.unbox(self.boxed_param_shapes())
-
-    def logical_axes(self) -> Params:
-        """A ``PartitionSpec`` of logical axis names per parameter (e.g. ('vocab', 'embed'))."""
-        return nn.get_partition_spec(self.boxed_param_shapes())
-
-    def param_axes(self, params: Optional[Params] = None) -> Params:
-        """Same as ``logical_axes``; ``params`` is accepted for T5X-style call sites."""
-        del params
-        return self.logical_axes()
 
     # ---------------------------------------------------------------- training / scoring
     def compute_logits(self, params: Params, batch: Mapping[str, jnp.ndarray],

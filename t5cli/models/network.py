@@ -14,8 +14,8 @@ emb_dim**-0.5), or gated-GELU with an untied ``logits_dense``. Parameters are fl
 activations use ``config.dtype``; logits are float32.
 
 Written once in plain JAX. The few computations a backend may do its own way (dense
-products, the norm scale, attention scores and bias, how attention covers the batch,
-dropout's random bits) go through ``kernel_ops(config.kernels)``, the kernel set that
+products, the embedding lookup, the MLP's gated activation, the norm scale, attention
+scores and bias, how attention covers the batch, dropout's random bits) go through ``kernel_ops(config.kernels)``, the kernel set that
 :mod:`t5cli.models.kernels` chooses; every module takes that choice as its ``kernels``
 field. Kernel sets agree in value (dropout masks aside: each set draws its own), so the
 choice changes neither the parameter tree nor what a checkpoint means.
@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import functools
 import math
-import operator
 from typing import Any
 
 import flax.linen as nn
@@ -117,6 +116,7 @@ class Embed(nn.Module):
     num_embeddings: int
     features: int
     dtype: Any = jnp.float32
+    kernels: str = "auto"
 
     def setup(self):
         self.embedding = self.param(
@@ -124,7 +124,7 @@ class Embed(nn.Module):
             (self.num_embeddings, self.features), jnp.float32)
 
     def __call__(self, ids):
-        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+        return kernel_ops(self.kernels).lookup(self.embedding, ids).astype(self.dtype)
 
     def attend(self, x):
         return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype),
@@ -310,10 +310,10 @@ class MlpBlock(nn.Module):
         hidden = []
         for i, act in enumerate(self.activations):
             name = "wi" if len(self.activations) == 1 else f"wi_{i}"
-            h = Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, kernels=self.kernels,
-                      name=name)(x)
-            hidden.append(ACTIVATIONS[act](h))
-        h = functools.reduce(operator.mul, hidden)
+            hidden.append(Dense(self.mlp_dim, ("embed", "mlp"), self.dtype, kernels=self.kernels,
+                                name=name)(x))
+        functions = tuple(ACTIVATIONS[act] for act in self.activations)
+        h = kernel_ops(self.kernels).gate(tuple(hidden), functions)
         h = Dropout(self.dropout_rate, self.kernels)(h, deterministic=deterministic)
         return Dense(x.shape[-1], ("mlp", "embed"), self.dtype, kernels=self.kernels,
                      name="wo")(h)
@@ -474,7 +474,7 @@ class Transformer(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.token_embedder = Embed(cfg.vocab_size, cfg.emb_dim, _dtype(cfg))
+        self.token_embedder = Embed(cfg.vocab_size, cfg.emb_dim, _dtype(cfg), cfg.kernels)
         self.encoder = Encoder(cfg, self.token_embedder)
         self.decoder = Decoder(cfg, self.token_embedder)
 

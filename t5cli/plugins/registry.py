@@ -136,6 +136,9 @@ class Registry:
     # --- typed accessors ----------------------------------------------------------------
     def task(self, name: str):
         """The seqio Task or Mixture called ``name``, joined into seqio's registries."""
+        from t5cli.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()  # seqio imports TensorFlow, whose start-up is chatty
         import seqio
 
         self.entry("task", name)  # unknown names fail here, with close matches

@@ -337,6 +337,28 @@ def restore_opt_state(step_dir, abstract_opt_state, opt_shardings, meta: Mapping
     return jax.tree_util.tree_unflatten(treedef, [flat[k] for k in target])
 
 
+def _on_the_mesh(*trees):
+    """In a multi-process job, every single-device array of ``trees`` (a scalar, say)
+    replicated on the mesh of their sharded arrays: orbax refuses host-local arrays in a
+    multi-process save. One process alone: the trees as they are."""
+    if jax.process_count() == 1:
+        return trees
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    leaves = [x for t in trees for x in jax.tree_util.tree_leaves(t)]
+    mesh = next((x.sharding.mesh for x in leaves if isinstance(getattr(x, "sharding", None), NamedSharding)), None)
+    if mesh is None:
+        return trees
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def one(x):
+        if isinstance(x, jax.Array) and x.is_fully_addressable and len(x.sharding.device_set) == 1:
+            return jax.make_array_from_process_local_data(replicated, np.asarray(x))
+        return x
+
+    return tuple(jax.tree_util.tree_map(one, t) for t in trees)
+
+
 class TrainCheckpointer:
     """Saves and restores params, optimizer state and train metadata in MODEL_DIR."""
 
@@ -362,6 +384,7 @@ class TrainCheckpointer:
 
         if step in all_steps(self.model_dir):
             return
+        params, opt_state = _on_the_mesh(params, opt_state)
         leaves, _ = jax.tree_util.tree_flatten(opt_state)
         opt_flat = {f"{i:06d}": leaf for i, leaf in enumerate(leaves)}
         paths = [p for p in _flat_shapes(opt_state)]

@@ -53,8 +53,11 @@ def parse_feature_lengths(text: str) -> Dict[str, int]:
 
 
 def check_feature_lengths(task, feature_lengths: Optional[Mapping[str, int]]) -> Dict[str, int]:
-    """Lengths for exactly the task's output features; a missing or unknown one is a ConfigError."""
-    features = sorted(task.output_features)
+    """Lengths for exactly the task's output features (a head task's: ``inputs`` only, see
+    :mod:`t5cli.runtime.head_data`); a missing or unknown one is a ConfigError."""
+    from t5cli.runtime.head_data import length_features
+
+    features = length_features(task)
     if feature_lengths is None:
         raise ConfigError(
             f"TASK_FEATURE_LENGTHS is not set for task {task.name!r}; pass --feature-lengths "
@@ -112,6 +115,7 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
     import seqio
 
     from t5cli.quiet import drop_seqio_noise
+    from t5cli.runtime import head_data
 
     drop_seqio_noise()
     lengths = check_feature_lengths(task, feature_lengths)
@@ -120,7 +124,9 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
             f"task {task.name!r} has no split {split!r} (it has: {', '.join(task.splits)})"
         )
     host_batch, shard_info = _host_batch_size(batch_size)
-    converter = seqio.EncDecFeatureConverter(pack=pack)
+    converter = head_data.feature_converter(task, pack)  # seqio's EncDecFeatureConverter but for heads
+    if head_data.task_head(task) is not None:
+        lengths = head_data.full_lengths(task, lengths)
     if use_cached:
         from t5cli.runtime.task_cache import check_cached
 

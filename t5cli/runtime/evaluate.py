@@ -11,6 +11,10 @@ Results go to ``OUTPUT_DIR`` (default ``MODEL_DIR/inference_eval``), as in T5X:
 - ``<task>-<step:06d>.jsonl``: one line per example with ``inputs``, ``prediction``
   (postprocessed), ``target`` (postprocessed) and, when the task scores, ``score``.
 
+In a multi-process job each process decodes (and scores) its contiguous share of the
+split's batches, every process gets them all back in order and computes the metrics, and
+only process 0 writes and prints.
+
 :func:`make_inference_evaluator` builds the same evaluation once (data cached) for use
 during training: ``train(on_eval=make_inference_evaluator(...))``; given no ``on_eval``,
 ``train`` builds one itself with :func:`maybe_inference_evaluator`.
@@ -29,6 +33,7 @@ import numpy as np
 
 from t5cli.errors import ConfigError, T5CliError
 from t5cli.models.generate import DecodeOptions, decode_tokens
+from t5cli.runtime import compile_cache, distributed
 from t5cli.runtime.infer import json_safe, warn_non_finite
 from t5cli.runtime.model_loading import load_model
 
@@ -102,16 +107,19 @@ class InferenceEvaluator:
         if self.extra_metrics and not any(t.predict_metric_fns for t in leaves if t.metric_objs):
             raise ConfigError(f"--metric needs predictions, but task {self.task_name!r} only has "
                               f"score metrics")
-        hook = functools.partial(_hook_class(), owner=self, write_predictions=write_predictions)
+        primary = distributed.is_primary()
+        hook = functools.partial(_hook_class(), owner=self, write_predictions=write_predictions and primary)
+        loggers = [hook] + ([seqio.PyLoggingLogger, seqio.TensorBoardLogger,
+                             functools.partial(seqio.JSONLogger, write_n_results=0,
+                                               json_encoder_cls=_json_encoder_class())] if primary else [])
+        self.verbose = verbose and primary
         try:  # reads and caches the split; nothing is written before the first call
             self.evaluator = seqio.Evaluator(
                 self.task_name, feature_converter=seqio.EncDecFeatureConverter(pack=False),
                 eval_split=split, use_cached=use_cached, seed=None,  # eval data is not shuffled
                 sequence_length=dict(feature_lengths) if feature_lengths else None,
                 num_examples=num_examples,
-                logger_cls=[hook, seqio.PyLoggingLogger, seqio.TensorBoardLogger,
-                            functools.partial(seqio.JSONLogger, write_n_results=0,
-                                              json_encoder_cls=_json_encoder_class())],
+                logger_cls=loggers,
                 log_dir=str(self.output_dir), async_compute_metrics=False)
         except T5CliError:
             raise
@@ -122,7 +130,9 @@ class InferenceEvaluator:
 
     # -- model functions seqio calls with the cached, enumerated dataset ---------------------
     def _batches(self, dataset):
-        for indices, features in dataset.batch(self.batch_size).as_numpy_iterator():
+        """This process's share of the batches (all of them in a one-process run)."""
+        batches = list(dataset.batch(self.batch_size).as_numpy_iterator())
+        for indices, features in batches[distributed.process_slice(len(batches))]:
             yield [int(i) for i in indices], features
 
     def _predict_fn(self, params):
@@ -136,7 +146,7 @@ class InferenceEvaluator:
                 for tokens, _ in decode_tokens(self.model, params, inputs, max_decode_length=length,
                                                batch_size=self.batch_size, options=self.options):
                     out.extend(zip(indices, list(tokens)))
-            return out
+            return distributed.gather_slices(out)
         return predict_fn
 
     def _score_fn_for(self, params):
@@ -164,7 +174,7 @@ class InferenceEvaluator:
                          ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
                 scores = np.asarray(self._score_fn(params, batch))[:n]
                 out.extend(zip(indices, [float(s) for s in scores]))
-            return out
+            return distributed.gather_slices(out)
         return score_fn
 
     def __call__(self, step: int, params) -> Dict[str, Dict[str, float]]:
@@ -172,7 +182,9 @@ class InferenceEvaluator:
 
         start = time.monotonic()
         self.last_extra = {}
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if distributed.is_primary():
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        params = distributed.host_local(params)  # a multi-process job's sharded parameters, whole
         try:
             future, _ = self.evaluator.evaluate(compute_metrics=True, step=int(step),
                                                 predict_fn=self._predict_fn(params),
@@ -364,6 +376,17 @@ def evaluate(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] 
 
         runtime = load_runtime()
     _resolve_metrics(metrics, runtime)  # unknown names fail before any loading
+    compile_cache.enable()
+    from t5cli.runtime.head_checkpoints import head_record
+
+    if head_record(checkpoint_path or model_dir) is not None:  # an encoder-only head's metrics
+        from t5cli.runtime.head_eval import evaluate_checkpoint
+
+        return evaluate_checkpoint(runtime, checkpoint_path=checkpoint_path, model_dir=model_dir,
+                                   mixture_or_task_name=mixture_or_task_name, split=split,
+                                   task_feature_lengths=task_feature_lengths, batch_size=batch_size,
+                                   num_examples=num_examples, output_dir=output_dir, step=step,
+                                   tfds_data_dir=tfds_data_dir, use_cached_tasks=use_cached_tasks)
     loaded = load_model(runtime, checkpoint_path, model_dir=model_dir, model_name=model_name,
                         model_config=model_config, model_overrides=model_overrides, step=step)
     task_name = mixture_or_task_name or loaded.task
@@ -385,8 +408,9 @@ def evaluate(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] 
         if unknown:
             raise ConfigError(f"--feature-lengths names {unknown[0]!r}, which task {task_name!r} "
                               f"does not have (its features: {', '.join(sorted(task.output_features))})")
-    print(f"evaluating {task_name} ({split}) at step {loaded.step} of {loaded.checkpoint_path}",
-          file=sys.stderr, flush=True)
+    if distributed.is_primary():
+        print(f"evaluating {task_name} ({split}) at step {loaded.step} of {loaded.checkpoint_path}",
+              file=sys.stderr, flush=True)
     evaluator = make_inference_evaluator(
         task, loaded.model, task_feature_lengths, None, split=split, batch_size=batch_size,
         metrics=list(metrics), runtime=runtime, beam_size=beam_size,

@@ -200,6 +200,7 @@ def export(*, output_dir: str, checkpoint_path: Optional[str] = None,
     on, else the model's) or with ``tokenized_inputs`` int32 token ids, and is lowered for
     ``platforms`` (default ``cpu``). Nothing in the source MODEL_DIR is changed.
     """
+    from t5cli.runtime import compile_cache
     from t5cli.runtime.model_loading import load_model
 
     formats = list(dict.fromkeys(formats or ("hf",)))
@@ -219,6 +220,14 @@ def export(*, output_dir: str, checkpoint_path: Optional[str] = None,
         from t5cli.plugins import load_runtime
 
         runtime = load_runtime()
+    compile_cache.enable()
+    from t5cli.runtime.head_checkpoints import head_record
+
+    if head_record(checkpoint_path or model_dir) is not None:  # an encoder-only head
+        from t5cli.runtime.head_export import export_checkpoint
+
+        return export_checkpoint(runtime, output_dir=out, checkpoint_path=checkpoint_path,
+                                 model_dir=model_dir, step=step, formats=formats)
     loaded = load_model(runtime, checkpoint_path, model_dir=model_dir, model_name=model_name,
                         model_config=model_config, model_overrides=model_overrides, step=step)
     config = loaded.model.config

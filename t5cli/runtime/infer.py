@@ -2,7 +2,9 @@
 
 Each output line is a JSON object: ``inputs`` (the input text), ``prediction`` (the
 decoded output) and ``score`` (summed log-probability of the prediction; length-normalised
-for beam search); lines from a task also carry ``target``. Order follows the input.
+for beam search); lines from a task also carry ``target``. Order follows the input. In a
+multi-process job each process decodes its contiguous share of the inputs and process 0
+writes them all.
 
 Which model a checkpoint holds comes from :mod:`t5cli.runtime.model_loading`; decoding
 options and batched decoding from :mod:`t5cli.models.generate`.
@@ -21,6 +23,7 @@ import numpy as np
 
 from t5cli.errors import ConfigError, DataError
 from t5cli.models.generate import DecodeOptions, decode_tokens
+from t5cli.runtime import compile_cache, distributed
 from t5cli.runtime.data import check_vocabulary, example_text
 from t5cli.runtime.model_loading import load_model
 
@@ -117,6 +120,18 @@ def infer(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] = N
 
         runtime = load_runtime()
     text_mode = inputs is not None or input_file is not None
+    compile_cache.enable()
+    from t5cli.runtime.head_checkpoints import head_record
+
+    if head_record(checkpoint_path or model_dir) is not None:  # an encoder-only head: labels, tags, spans
+        from t5cli.runtime.head_predict import infer_checkpoint
+
+        texts = list(inputs) if inputs is not None else (read_text_inputs(input_file) if input_file else None)
+        return infer_checkpoint(runtime, checkpoint_path=checkpoint_path, model_dir=model_dir,
+                                mixture_or_task_name=mixture_or_task_name, split=split, texts=texts,
+                                output=output, output_dir=output_dir, task_feature_lengths=task_feature_lengths,
+                                batch_size=batch_size, num_examples=num_examples, step=step,
+                                use_cached_tasks=use_cached_tasks, stream=stream)
     loaded = load_model(runtime, checkpoint_path, model_dir=model_dir, model_name=model_name,
                         model_config=model_config, model_overrides=model_overrides, step=step)
     texts = list(inputs) if inputs is not None else (read_text_inputs(input_file) if input_file else None)
@@ -125,14 +140,17 @@ def infer(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] = N
     lengths = dict(task_feature_lengths or {})
     task_name = mixture_or_task_name or loaded.task
     task = None
-    if task_name and (mixture_or_task_name or not text_mode or ("task", task_name) in runtime.registry):
+    # text with the run's own vocabularies: rebuilt from its record, without TensorFlow
+    recorded = _recorded_vocabularies(loaded) if text_mode and not mixture_or_task_name else None
+    if task_name and recorded is None and (mixture_or_task_name or not text_mode
+                                           or ("task", task_name) in runtime.registry):
         task = runtime.registry.task(task_name)  # for text: only its vocabularies and EOS
         check_vocabulary(task, loaded.model.config, model_name)
     model = loaded.model
-    out_vocab = (task.output_features["targets"].vocabulary
+    out_vocab = (recorded["targets"] if recorded else task.output_features["targets"].vocabulary
                  if task is not None and "targets" in task.output_features else model.vocabulary)
     if text_mode:
-        encoder_inputs, rows = _text_inputs(texts, task, model, lengths.get("inputs"))
+        encoder_inputs, rows = _text_inputs(texts, task, model, lengths.get("inputs"), recorded=recorded)
         longest_target = None
     else:
         encoder_inputs, rows, longest_target = _task_inputs(
@@ -144,33 +162,63 @@ def infer(*, checkpoint_path: Optional[str] = None, model_dir: Optional[str] = N
         raise ConfigError("how long may outputs be? pass --feature-lengths targets=N")
 
     batch_size = min(batch_size, len(rows))  # a few lines need no full batch
-    print(f"decoding {len(rows)} input(s) with {options.describe()}, step {loaded.step}, "
-          f"batch {batch_size}, max {max_len} output tokens", file=sys.stderr, flush=True)
-    i = 0
-    for tokens, scores in decode_tokens(model, loaded.params, encoder_inputs,
-                                        max_decode_length=int(max_len), batch_size=batch_size,
-                                        options=options):
-        for t, s in zip(tokens, scores):
-            rows[i]["prediction"] = out_vocab.decode([int(x) for x in t])
-            rows[i]["score"] = float(s)
-            i += 1
+    primary = distributed.is_primary()
+    if primary:
+        print(f"decoding {len(rows)} input(s) with {options.describe()}, step {loaded.step}, "
+              f"batch {batch_size}, max {max_len} output tokens", file=sys.stderr, flush=True)
+    mine = distributed.process_slice(len(rows))  # in a multi-process job: this process's share
+    decoded = []
+    if mine.stop > mine.start:
+        for tokens, scores in decode_tokens(model, distributed.host_local(loaded.params), encoder_inputs[mine],
+                                            max_decode_length=int(max_len), batch_size=batch_size,
+                                            options=options):
+            decoded.extend((out_vocab.decode([int(x) for x in t]), float(s)) for t, s in zip(tokens, scores))
+    for row, (prediction, score) in zip(rows, distributed.gather_slices(decoded)):
+        row["prediction"], row["score"] = prediction, score
 
-    if output is None and (output_dir or not text_mode):
-        base = output_dir or next((Path(d) / "inference" for d in (model_dir, loaded.model_dir) if d), None)
-        if base is None:
-            raise ConfigError("where should the predictions go? pass --output FILE or --output-dir DIR")
-        name = task.name if task is not None else "inputs"
-        output = str(Path(base) / f"{name}-{split if not text_mode else 'text'}-{loaded.step}.jsonl")
+    output = output_path(output, output_dir, text_mode=text_mode, model_dirs=(model_dir, loaded.model_dir),
+                         task_name=task.name if task is not None else None, split=split, step=loaded.step)
+    if not primary:  # process 0 writes the whole output
+        return InferResult(records=rows, output=None if output in (None, "-") else output, step=loaded.step)
     write_jsonl(rows, output, stream=stream)
     if output and output != "-":
         print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr, flush=True)
     return InferResult(records=rows, output=None if output in (None, "-") else output, step=loaded.step)
 
 
-def _text_inputs(texts: Sequence[str], task, model, length: Optional[int]):
+def output_path(output: Optional[str], output_dir: Optional[str], *, text_mode: bool, model_dirs,
+                task_name: Optional[str], split: str, step: int) -> Optional[str]:
+    """Where predictions go: ``output`` if given; stdout (None) for text inputs; else
+    ``<output_dir or MODEL_DIR/inference>/<task>-<split>-<step>.jsonl``."""
+    if output is not None or not (output_dir or not text_mode):
+        return output
+    base = output_dir or next((Path(d) / "inference" for d in model_dirs if d), None)
+    if base is None:
+        raise ConfigError("where should the predictions go? pass --output FILE or --output-dir DIR")
+    return str(Path(base) / f"{task_name or 'inputs'}-{split if not text_mode else 'text'}-{step}.jsonl")
+
+
+def _recorded_vocabularies(loaded) -> Optional[Dict[str, Any]]:
+    """The training task's vocabularies from the run record (:mod:`t5cli.models.light_vocab`),
+    or None when the record has none that can be rebuilt."""
+    from t5cli.models import light_vocab
+
+    spec = ((loaded.record or {}).get("train") or {}).get("vocabularies")
+    if not spec:
+        return None
+    inputs, targets = light_vocab.build(spec["inputs"]), light_vocab.build(spec["targets"])
+    if inputs is None or targets is None:
+        return None
+    return {"inputs": inputs, "targets": targets, "add_eos": bool(spec.get("add_eos", True))}
+
+
+def _text_inputs(texts: Sequence[str], task, model, length: Optional[int], *, recorded=None):
     feature = task.output_features["inputs"] if task is not None else None
-    vocab = feature.vocabulary if feature is not None else model.vocabulary
-    add_eos = feature.add_eos if feature is not None else True
+    if recorded is not None:
+        vocab, add_eos = recorded["inputs"], recorded["add_eos"]
+    else:
+        vocab = feature.vocabulary if feature is not None else model.vocabulary
+        add_eos = feature.add_eos if feature is not None else True
     encoder_inputs = encode_texts(texts, vocab, length=length, add_eos=add_eos,
                                   eos_id=int(model.eos_id))
     return encoder_inputs, [{"inputs": t} for t in texts]

@@ -84,12 +84,45 @@ def recorded_model_overrides(model_dir) -> Optional[Dict[str, Any]]:
     return None
 
 
+_DTYPE_BINDING = re.compile(r"^(?:[\w.]+\.)?T5Config\.dtype = (.+)$")  # T5X-style gin runs
+
+
+def recorded_activation_dtype(model_dir, record: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The activation dtype a run in ``model_dir`` trained with, from its run record's
+    ``model_config``, else ``config.gin``: the ``dtype`` of ``train.model_overrides`` or a
+    ``T5Config.dtype`` binding (T5X gin files). None when neither records one."""
+    dtype = ((record or {}).get("model_config") or {}).get("dtype")
+    if dtype:
+        return str(dtype)
+    dtype = (recorded_model_overrides(model_dir) or {}).get("dtype")
+    path = Path(model_dir) / "config.gin"
+    if dtype or not path.is_file():
+        return str(dtype) if dtype else None
+    lines = path.read_text().splitlines()
+    macros = dict(m.groups() for m in map(_MACRO_LINE.match, lines) if m)
+    for line in lines:
+        m = _DTYPE_BINDING.match(line.strip())
+        if m:
+            value = _MACRO_REF.sub(lambda r: macros.get(r.group(1), r.group(0)), m.group(1).strip())
+            try:
+                found = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                return None
+            return str(found) if isinstance(found, str) else None
+    return None
+
+
 def resolve_model_config(runtime, *, model_name: Optional[str] = None, model_config=None,
                          model_overrides: Optional[Mapping[str, Any]] = None,
                          record: Optional[Dict[str, Any]] = None, run_dir=None):
-    """The T5Config to build: explicit config > ``--model`` > the run record (+ overrides)."""
+    """The T5Config to build: explicit config > ``--model`` > the run record (+ overrides).
+
+    Unless ``model_config`` is given or ``model_overrides`` names a ``dtype``, the model
+    computes in the activation dtype the run recorded (:func:`recorded_activation_dtype`),
+    so a bfloat16 run is evaluated in bfloat16."""
     from t5cli.models.configs import T5Config
 
+    explicit = model_config is not None
     if model_config is None and model_name:
         model_config = runtime.registry.model(model_name)
         if model_overrides is None and run_dir is not None and (record or {}).get("model") == model_name:
@@ -103,7 +136,12 @@ def resolve_model_config(runtime, *, model_name: Optional[str] = None, model_con
     if model_config is None:
         raise ConfigError("cannot tell which model the checkpoint holds (no t5cli_run.json beside "
                           "it): pass --model NAME (see `t5 models`)")
-    return model_config.with_overrides(model_overrides)
+    config = model_config.with_overrides(model_overrides)
+    if not explicit and run_dir is not None and "dtype" not in (model_overrides or {}):
+        dtype = recorded_activation_dtype(run_dir, record)
+        if dtype and dtype != config.dtype:
+            config = config.with_overrides({"dtype": dtype})
+    return config
 
 
 def load_model(runtime, checkpoint_path=None, *, model_dir=None, model_name: Optional[str] = None,
@@ -154,6 +192,9 @@ def load_model(runtime, checkpoint_path=None, *, model_dir=None, model_name: Opt
         return LoadedModel(model_for(config), params, 0, str(path), None, None)
     config = resolve_model_config(runtime, model_name=model_name, model_config=model_config,
                                   model_overrides=model_overrides, record=record, run_dir=run_dir)
+    if config.dtype != "float32" and model_config is None and "dtype" not in (model_overrides or {}):
+        print(f"note: {config.name} computes in {config.dtype}, as the run was trained "
+              f"(model_overrides {{'dtype': ...}} changes it)", file=sys.stderr, flush=True)
     model = model_for(config)  # one model object per config: compiled decoders are reused
     try:
         params, found_step = checkpoints.load_params(str(path), model=model, step=step)

@@ -52,7 +52,9 @@ def logical_axis_rules(plugin_rules: Iterable[Tuple[str, Optional[str]]] = ()) -
 def create_mesh(num_partitions: int = 1, devices: Optional[Sequence] = None) -> Mesh:
     """A ``(data, model)`` mesh over ``devices`` (default: all devices), model axis of
     size ``num_partitions``."""
-    devices = list(jax.devices() if devices is None else devices)
+    if devices is None:  # each process's devices side by side; ids need not be contiguous
+        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    devices = list(devices)
     n = len(devices)
     if num_partitions < 1 or n % num_partitions:
         raise ConfigError(
@@ -130,6 +132,16 @@ def shard_batch(batch, mesh: Mesh):
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
             for k, v in batch.items()}
+
+
+def per_device_bytes(abstract_tree, shardings) -> int:
+    """Bytes of ``abstract_tree`` (arrays or ShapeDtypeStructs) that one device holds under
+    ``shardings`` (a matching tree of shardings): each leaf's shard shape × its item size."""
+    total = 0
+    for x, s in zip(jax.tree_util.tree_leaves(abstract_tree), jax.tree_util.tree_leaves(shardings)):
+        shape = tuple(s.shard_shape(tuple(x.shape))) if x.shape else ()
+        total += int(np.prod(shape, dtype=np.int64)) * np.dtype(x.dtype).itemsize
+    return total
 
 
 def describe_spec(spec: PartitionSpec) -> str:

@@ -7,6 +7,11 @@ import time
 from typing import Callable, Optional, TextIO
 
 
+def _primary() -> bool:
+    jax = sys.modules.get("jax")  # never imported for this
+    return jax is None or jax.process_index() == 0
+
+
 def format_duration(seconds: float) -> str:
     seconds = max(int(round(seconds)), 0)
     h, rem = divmod(seconds, 3600)
@@ -69,6 +74,7 @@ class Progress:
         if extra:
             parts.append(extra)
         line = " | ".join(parts)
-        print(line, file=self.stream, flush=True)
+        if _primary():  # in a multi-process job only process 0 reports
+            print(line, file=self.stream, flush=True)
         self._last_step, self._last_time, self._tokens = step, now, 0.0
         return line

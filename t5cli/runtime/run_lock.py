@@ -178,7 +178,21 @@ class RunLock:
         return self._fd is not None
 
     def __enter__(self) -> "RunLock":
-        return self.acquire()
+        """Acquire; in a multi-process job process 0 tells the others whether it got the lock
+        (they stop with one line when it did not)."""
+        import jax
+
+        if jax.process_count() == 1:
+            return self.acquire()
+        from t5cli.runtime.distributed import broadcast_outcome
+
+        error = None
+        try:
+            self.acquire()
+        except Exception as exc:
+            error = exc
+        broadcast_outcome(error, f"take the lock of MODEL_DIR {self.model_dir}")
+        return self
 
     def __exit__(self, *exc) -> None:
         self.release()

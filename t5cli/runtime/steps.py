@@ -21,11 +21,20 @@ def make_eval_step(model, *, z_loss: float = 1e-4, label_smoothing: float = 0.0,
     """``eval_step(params, batch) -> sums`` (see :func:`t5cli.runtime.losses.loss_sums`), no dropout."""
 
     def eval_step(params, batch):
-        logits = model.compute_logits(params, batch)
-        return losses.loss_sums(logits, batch, label_smoothing=label_smoothing, z_loss=z_loss,
-                                loss_normalizing_factor=loss_normalizing_factor)
+        return model_loss_sums(model, params, batch, None, label_smoothing=label_smoothing, z_loss=z_loss,
+                               loss_normalizing_factor=loss_normalizing_factor)
 
     return eval_step
+
+
+def model_loss_sums(model, params, batch, dropout_rng, **loss_args):
+    """The loss sums of ``model`` on ``batch``: a model with its own ``loss_sums`` (the
+    encoder-only heads of :mod:`t5cli.models.head_models`) computes them, else the token
+    cross entropy of :func:`t5cli.runtime.losses.loss_sums` on ``compute_logits``."""
+    if hasattr(model, "loss_sums"):
+        return model.loss_sums(params, batch, dropout_rng, **loss_args)
+    logits = model.compute_logits(params, batch, dropout_rng=dropout_rng)
+    return losses.loss_sums(logits, batch, **loss_args)
 
 
 def make_train_step(model, tx, schedule: Callable, *, z_loss: float = 1e-4,
@@ -42,9 +51,8 @@ def make_train_step(model, tx, schedule: Callable, *, z_loss: float = 1e-4,
 
     def grad_fn(params, batch, rng):
         def f(p):
-            logits = model.compute_logits(p, batch, dropout_rng=rng)
-            sums = losses.loss_sums(logits, batch, label_smoothing=label_smoothing, z_loss=z_loss,
-                                    loss_normalizing_factor=loss_normalizing_factor)
+            sums = model_loss_sums(model, p, batch, rng, label_smoothing=label_smoothing, z_loss=z_loss,
+                                   loss_normalizing_factor=loss_normalizing_factor)
             return sums["loss"], sums
         return jax.grad(f, has_aux=True)(params)
 
@@ -84,4 +92,4 @@ def compile_steps(model, layout, schedule: Callable, *, z_loss: float, label_smo
     return compiled_train, compiled_eval
 
 
-__all__ = ["make_train_step", "make_eval_step", "compile_steps"]
+__all__ = ["make_train_step", "make_eval_step", "model_loss_sums", "compile_steps"]

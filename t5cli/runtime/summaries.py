@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec
 
 from t5cli.runtime.losses import summarize
 from t5cli.runtime.optim import path_str
-from t5cli.runtime.partitioning import describe_spec
+from t5cli.runtime.partitioning import describe_spec, per_device_bytes
 
 
 class SummaryWriter:
@@ -59,8 +59,10 @@ def summarize_steps(metrics: List[Mapping[str, Any]]) -> Dict[str, float]:
     return out
 
 
-def write_model_info(path: Path, abstract_params, param_axes, param_shardings, abstract_opt) -> None:
-    """One line per variable (path, size, shape with axis names, partition spec), as T5X."""
+def write_model_info(path: Path, abstract_params, param_axes, param_shardings, abstract_opt,
+                     opt_shardings=None) -> None:
+    """One line per variable (path, size, shape with axis names, partition spec), as T5X,
+    then the bytes each device holds (parameters, and optimizer state given ``opt_shardings``)."""
     leaves = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
     axes = jax.tree_util.tree_leaves(param_axes, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
     shardings = jax.tree_util.tree_leaves(param_shardings)
@@ -80,6 +82,14 @@ def write_model_info(path: Path, abstract_params, param_axes, param_shardings, a
         opt_total += size
         lines.append(f"Optimizer state {path_str(p):<52} size {size:<10} shape {tuple(x.shape)}")
     lines.append(f"Total number of optimizer state values: {opt_total}")
+    mesh = jax.tree_util.tree_leaves(param_shardings)[0].mesh if jax.tree_util.tree_leaves(param_shardings) else None
+    if mesh is not None:
+        lines.append("")
+        lines.append(f"Mesh: {mesh.devices.size} device(s), "
+                     + ", ".join(f"{k}={v}" for k, v in mesh.shape.items()))
+        lines.append(f"Per-device parameter bytes: {per_device_bytes(abstract_params, param_shardings):,}")
+        if opt_shardings is not None:
+            lines.append(f"Per-device optimizer state bytes: {per_device_bytes(abstract_opt, opt_shardings):,}")
     Path(path).write_text("\n".join(lines) + "\n")
 
 

@@ -38,8 +38,10 @@ import jax
 from t5cli import config as gin_config
 from t5cli.errors import ConfigError, T5CliError, storage_error
 from t5cli.plugins import load_runtime
-from t5cli.runtime import (checkpoints, host_allocator, losses, optim, run_lock, steps, train_loop,
-                           train_state, xla_flags)
+from t5cli.runtime import (checkpoints, head_checkpoints, head_data, host_allocator, losses, optim, run_lock,
+                           steps, train_loop, train_state, xla_flags)
+from t5cli.runtime import compile_cache
+from t5cli.models import light_vocab
 from t5cli.runtime.data import check_feature_lengths, get_train_iterator
 from t5cli.runtime.datasets import ensure_task_data
 from t5cli.runtime.evaluate import maybe_inference_evaluator
@@ -72,14 +74,21 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
           checkpoint_period: Optional[int] = 1000, keep_checkpoints: Optional[int] = None,
           eval_period: Optional[int] = 1000, eval_steps: int = 20, log_period: int = 100,
           progress_seconds: float = 30.0, random_seed: int = 0, use_cached_tasks: bool = False,
-          pack: bool = True, num_partitions: int = 1, tfds_data_dir: Optional[str] = None,
+          pack: bool = True, shuffle: bool = True, num_partitions: int = 1, precompile: bool = False,
+          precompile_devices: Optional[int] = None,
+          tfds_data_dir: Optional[str] = None,
           runtime=None, on_eval: Optional[OnEval] = None, infer_eval_period: Optional[int] = None,
           threefry_partitionable: Optional[bool] = None, stop_on_nonfinite: bool = True,
-          restore_optimizer_state: bool = False) -> TrainResult:
+          restore_optimizer_state: bool = False, head: Optional[str] = None,
+          num_labels: Optional[int] = None) -> TrainResult:
     """Train a T5 model on a seqio task or mixture; see the module docstring.
 
     Names follow T5X: ``total_steps`` (``TRAIN_STEPS``), ``eval_period``, ``eval_steps``,
-    ``random_seed``. ``model_name`` is looked up in the runtime's registry (``model_config``,
+    ``random_seed``, ``shuffle`` (training examples; False reads them in order).
+    ``precompile`` only compiles the train step on ``precompile_devices`` devices (virtual
+    CPU ones if need be) and returns a :class:`t5cli.runtime.precompile.PrecompileReport`
+    of per-device memory and FLOPs; nothing is written.
+    ``model_name`` is looked up in the runtime's registry (``model_config``,
     a ``T5Config``, may be given instead); ``model_overrides`` replaces config fields (e.g.
     ``{'num_encoder_layers': 1}``). ``optimizer`` is an optax transformation (default:
     Adafactor with T5X's settings); ``learning_rate_schedule`` maps the global step to a
@@ -97,13 +106,35 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
     Mesh-TF checkpoints their Adafactor slots, :mod:`t5cli.runtime.optimizer_state`). Without ``on_eval``, every ``infer_eval_period``
     steps (None: ``eval_period``; 0: never) and after the last step the model decodes the
     task's validation split and writes its seqio metrics to ``inference_eval/<task>/``.
+    ``head`` (``sequence_classification``, ``token_classification``, ``question_answering``)
+    trains the encoder with that head instead (:mod:`t5cli.models.head_models`, tasks as in
+    :mod:`t5cli.runtime.head_data`; ``num_labels`` defaults to the task's label names):
+    it starts from the encoder of ``initial_checkpoint_path`` at step 0, with FAT5's AdamW
+    at 1e-4 and the loss averaged over examples where ``optimizer``,
+    ``learning_rate_schedule`` and ``loss_normalizing_factor`` are not given.
     Returns a :class:`TrainResult`.
     """
     arguments = _arguments(locals())
+    if head is not None:  # FAT5's fine-tuning defaults
+        optimizer = optim.adamw() if optimizer is None else optimizer
+        learning_rate_schedule = learning_rate_schedule or optim.constant_schedule(1e-4)
+        loss_normalizing_factor = loss_normalizing_factor or "NUM_REAL_TARGET_TOKENS"
     # before this process's first JAX computation, if it is that
     activation_dtype = (model_overrides or {}).get("dtype", getattr(model_config, "dtype", "float32"))
     xla_flags.apply_defaults(activation_dtype=str(activation_dtype))
+    compile_cache.enable()
     host_allocator.retain_freed_memory()
+    if precompile:
+        from t5cli.runtime.precompile import run_precompile
+
+        return run_precompile(
+            runtime=load_runtime() if runtime is None else runtime, model_name=model_name,
+            model_config=model_config, model_overrides=model_overrides, dropout_rate=dropout_rate,
+            mixture_or_task_name=mixture_or_task_name, batch_size=batch_size,
+            feature_lengths=task_feature_lengths, num_partitions=num_partitions, num_devices=precompile_devices,
+            optimizer=optimizer, learning_rate_schedule=learning_rate_schedule, z_loss=z_loss,
+            label_smoothing=label_smoothing, loss_normalizing_factor=losses.check_loss_normalizing_factor(
+                loss_normalizing_factor), num_microbatches=num_microbatches, pack=pack)
 
     # arguments: all checked before anything is written to MODEL_DIR
     model_dir, loss_normalizing_factor = _checked_arguments(
@@ -119,8 +150,19 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
         runtime = load_runtime() if runtime is None else runtime
         task = runtime.registry.task(mixture_or_task_name)
         ensure_task_data(task, tfds_data_dir)
+        if head is not None:  # before the lengths: name the missing label feature, not `targets`
+            head_data.check_head_task(task, head)
         feature_lengths = check_feature_lengths(task, task_feature_lengths)
-        model = train_state.build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task)
+        encoder_init = None
+        if head is not None:
+            model_config, encoder_init = head_checkpoints.start_config(
+                runtime, model_dir, model_name=model_name, model_config=model_config,
+                initial_checkpoint_path=initial_checkpoint_path)
+        heads_args = {"head": head, "num_labels": num_labels} if head is not None else {}
+        model = train_state.build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task,
+                                        **heads_args)
+        if encoder_init is not None:
+            head_checkpoints.check_encoder(encoder_init, model.config)
         own_evaluator = None
         if on_eval is None and infer_period:
             own_evaluator = on_eval = _own_inference_evaluator(
@@ -132,7 +174,7 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
 
         # state: resumed from MODEL_DIR, else from the initial checkpoint, else fresh
         start = train_state.init_or_restore(model, layout, model_dir, total_steps=total_steps,
-                                            initial_checkpoint_path=initial_checkpoint_path,
+                                            initial_checkpoint_path=None if head else initial_checkpoint_path,
                                             random_seed=random_seed, keep_checkpoints=keep_checkpoints,
                                             restore_optimizer_state=restore_optimizer_state)
         if start.step >= total_steps:
@@ -143,14 +185,22 @@ def train(*, model_dir: str, mixture_or_task_name: str, task_feature_lengths: Ma
 
         # data: a task whose pipeline fails stops here, before any record is written
         batches = _train_batches(task, feature_lengths, batch_size, start, model_dir, pack=pack,
-                                 use_cached=use_cached_tasks)
+                                 use_cached=use_cached_tasks, shuffle=shuffle)
+        if head is not None:
+            if encoder_init is not None and start.step == 0:  # a fresh head on a trained encoder
+                start.params = head_checkpoints.with_encoder(start.params, encoder_init, layout.param_shardings)
+            batches = head_data.checked_labels(batches, head, model.num_labels, mixture_or_task_name,
+                                               feature_lengths["inputs"])
 
         # records
         _write_records(model_dir, arguments, runtime, model, layout, task_name=mixture_or_task_name,
                        model_name=model_name, train_record={
                            "total_steps": total_steps, "batch_size": batch_size,
                            "feature_lengths": feature_lengths, "initial_step": start.initial_step,
-                           "initial_checkpoint_path": initial_checkpoint_path})
+                           "initial_checkpoint_path": initial_checkpoint_path,
+                           # so that `t5 infer --input` can tokenize without TensorFlow
+                           "vocabularies": light_vocab.describe_task(task),
+                           **({"head": model.describe()} if head is not None else {})})
 
         # compiled steps
         train_step, eval_step = steps.compile_steps(
@@ -229,17 +279,22 @@ def _own_inference_evaluator(task, model, feature_lengths, model_dir, total_step
     latest = checkpoints.latest_step(model_dir)
     if latest is not None and latest >= total_steps:
         return None
+    if hasattr(model, "head"):
+        from t5cli.runtime.head_eval import HeadEvaluator
+
+        return HeadEvaluator(task, model, feature_lengths, model_dir, split="validation",
+                             batch_size=batch_size, use_cached=use_cached)
     return maybe_inference_evaluator(task, model, feature_lengths, model_dir, batch_size=batch_size,
                                      runtime=runtime, use_cached=use_cached)
 
 
 def _train_batches(task, feature_lengths, batch_size, start: train_state.TrainStart, model_dir: str, *,
-                   pack: bool, use_cached: bool) -> Iterator[Mapping[str, Any]]:
+                   pack: bool, use_cached: bool, shuffle: bool = True) -> Iterator[Mapping[str, Any]]:
     """The training batches from ``start``'s position in the data stream. If the pipeline
     fails, the checkpointer is closed and a MODEL_DIR it has just created is removed."""
     try:
         return get_train_iterator(task, feature_lengths, batch_size, seed=start.data_seed,
-                                  start_step=start.step - start.initial_step, pack=pack,
+                                  start_step=start.step - start.initial_step, pack=pack, shuffle=shuffle,
                                   use_cached=use_cached)
     except BaseException:
         start.checkpointer.close()
@@ -252,20 +307,30 @@ def _train_batches(task, feature_lengths, batch_size, start: train_state.TrainSt
 def _write_records(model_dir: str, arguments: Mapping[str, Any], runtime, model,
                    layout: train_state.Layout, *, task_name: str, model_name: Optional[str],
                    train_record: Mapping[str, Any]) -> None:
-    """``config.gin``, ``model-info.txt`` and ``t5cli_run.json`` in MODEL_DIR."""
+    """``config.gin``, ``model-info.txt`` and ``t5cli_run.json`` in MODEL_DIR (process 0 only;
+    the run record names the processes and the mesh)."""
+    from t5cli.runtime import distributed
+
+    if not distributed.is_primary():
+        return
     Path(model_dir).mkdir(parents=True, exist_ok=True)
     gin_text = gin_config.operative_config() or gin_config.bindings_from_arguments("train", arguments)
     gin_config.write_config_gin(model_dir, gin_text)
     write_model_info(Path(model_dir) / "model-info.txt", layout.abstract_params, layout.param_axes,
-                     layout.param_shardings, layout.abstract_opt)
+                     layout.param_shardings, layout.abstract_opt, layout.opt_shardings)
     write_run_record(model_dir, runtime, task=task_name,
                      model=model_name or getattr(model.config, "name", None),
-                     extra={"train": dict(train_record)})
+                     extra={"train": dict(train_record), "distributed": {
+                         "process_count": jax.process_count(), "devices": jax.device_count(),
+                         "mesh": {name: int(size) for name, size in layout.mesh.shape.items()}}})
 
 
 def _announce(task_name: str, step: int, total_steps: int, mesh, model_dir: str) -> None:
+    if jax.process_index() != 0:
+        return
+    procs = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     print(f"training {task_name} from step {step} to {total_steps} on {mesh.devices.size} "
-          f"device(s) (mesh data={mesh.shape['data']}, model={mesh.shape['model']}); MODEL_DIR {model_dir}",
+          f"device(s){procs} (mesh data={mesh.shape['data']}, model={mesh.shape['model']}); MODEL_DIR {model_dir}",
           flush=True)
 
 

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 
-from t5cli.errors import TrainingDivergedError
+from t5cli.errors import DataError, TrainingDivergedError
 from t5cli.runtime.data import get_eval_batches
 from t5cli.runtime.losses import summarize
 from t5cli.runtime.partitioning import shard_batch
@@ -232,9 +233,11 @@ class TrainingEval(PeriodicAction):
         out = {}
         for t in self.tasks:
             total, n = None, 0
-            for batch, _mask in get_eval_batches(t, "validation", self.feature_lengths, self.batch_size,
-                                                 pack=self.pack, max_batches=self.eval_steps,
-                                                 use_cached=self.use_cached):
+            for batch in _same_count_everywhere(
+                    batch for batch, _mask in get_eval_batches(t, "validation", self.feature_lengths,
+                                                               self.batch_size, pack=self.pack,
+                                                               max_batches=self.eval_steps,
+                                                               use_cached=self.use_cached)):
                 sums = self.eval_step(state["params"], shard_batch(batch, self.mesh))
                 total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
                 n += 1
@@ -247,6 +250,25 @@ class TrainingEval(PeriodicAction):
                 w.write(step, summary)
             out[t.name] = summary
         self.last = out
+
+
+def _same_count_everywhere(batches: Iterator[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """The batches, and in a multi-process job all-zero ones (zero loss weights: they add
+    nothing) until every process has as many as the one with most: each process reads its
+    own shard, and every eval step needs them all."""
+    batches = list(batches)
+    if jax.process_count() == 1:
+        return batches
+    from t5cli.runtime.distributed import gather_objects
+
+    most = max(gather_objects(len(batches)))
+    if batches and len(batches) < most:
+        empty = {k: np.zeros_like(v) for k, v in batches[0].items()}
+        batches += [empty] * (most - len(batches))
+    elif not batches and most:
+        raise DataError("a process has no validation examples while others do; use fewer processes "
+                        "or a larger validation split")
+    return batches
 
 
 class InferenceEval(PeriodicAction):
@@ -276,7 +298,10 @@ def run(train_step: Callable, state: Dict[str, Any], batches: Iterator[Mapping[s
     try:
         while step < total_steps:
             batch = next(batches)
-            tokens = float(batch["decoder_loss_weights"].sum()) * jax.process_count()
+            weights = batch.get("decoder_loss_weights")
+            if weights is None:  # an encoder-only head's batch: its input tokens
+                weights = batch["encoder_input_tokens"] > 0
+            tokens = float(weights.sum()) * jax.process_count()
             state, step_metrics = train_step(state, shard_batch(batch, mesh), dropout_rng)
             step += 1
             metrics.add(step_metrics, tokens, step)

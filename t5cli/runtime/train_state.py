@@ -24,9 +24,11 @@ from t5cli.models.model import EncoderDecoderModel
 from t5cli.runtime import checkpoints, optim, optimizer_state, partitioning
 
 
-def build_model(runtime, model_name, model_config, overrides, dropout_rate, task) -> EncoderDecoderModel:
+def build_model(runtime, model_name, model_config, overrides, dropout_rate, task, *,
+                head: Optional[str] = None, num_labels: Optional[int] = None):
     """The model to train: ``model_config`` or the registry's ``model_name``, with
-    ``overrides`` and ``dropout_rate`` applied; its vocabulary must cover the task's."""
+    ``overrides`` and ``dropout_rate`` applied; its vocabulary must cover the task's.
+    With ``head`` it is the encoder with that head (:class:`t5cli.models.head_models.HeadModel`)."""
     if model_config is None:
         if not model_name:
             raise ConfigError("no model: pass --model NAME (see `t5 models`)")
@@ -35,13 +37,20 @@ def build_model(runtime, model_name, model_config, overrides, dropout_rate, task
     if dropout_rate is not None:
         changes["dropout_rate"] = float(dropout_rate)
     model_config = model_config.with_overrides(changes)
-    vocab = task.output_features["targets"].vocabulary
+    vocab = (task.output_features.get("targets") or task.output_features["inputs"]).vocabulary
     needed = getattr(vocab, "vocab_size", 0)
     if needed and needed > model_config.vocab_size:
         raise ConfigError(
             f"task {task.name!r} uses a vocabulary of {needed} ids but model "
             f"{model_name or 'config'} has vocab_size {model_config.vocab_size}; pick a model made for "
             f"this vocabulary")
+    if head is not None:
+        from t5cli.models.head_models import HeadModel
+        from t5cli.runtime.head_data import check_head_task, label_names
+
+        check_head_task(task, head)
+        names = label_names(task, head, num_labels) if head != "question_answering" else None
+        return HeadModel(model_config, head, len(names) if names else None, names)
     return EncoderDecoderModel(model_config)
 
 
@@ -68,10 +77,11 @@ class Layout:
 
 
 def make_layout(model, runtime, optimizer, freeze_parameters: Sequence[str], *, num_partitions: int,
-                batch_size: int) -> Layout:
+                batch_size: int, mesh=None) -> Layout:
     """Mesh and shardings for ``model`` (logical axis rules from ``runtime``'s registry);
-    ``optimizer`` (default: Adafactor) wrapped to keep ``freeze_parameters`` fixed."""
-    mesh = partitioning.create_mesh(num_partitions)
+    ``optimizer`` (default: Adafactor) wrapped to keep ``freeze_parameters`` fixed.
+    ``mesh`` (default: all devices, ``num_partitions`` model-parallel ways) may be given."""
+    mesh = partitioning.create_mesh(num_partitions) if mesh is None else mesh
     partitioning.check_batch_size(batch_size, mesh)
     rules = partitioning.logical_axis_rules(runtime.registry.partitioning_rules())
     abstract_params = jax.eval_shape(lambda: model.init_params(jax.random.PRNGKey(0)))

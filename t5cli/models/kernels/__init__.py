@@ -32,8 +32,8 @@ CHOICES = KERNELS
 ENV_VAR = "T5CLI_KERNELS"
 
 #: the functions every kernel set provides
-OPS = ("dense", "scale_features", "add_bias", "attention_scores", "attend", "random_bits",
-       "mean_over_axis")
+OPS = ("dense", "gate", "lookup", "scale_features", "add_bias", "attention_scores", "attend",
+       "random_bits", "mean_over_axis")
 
 _SETS = {"plain": plain, "cpu": cpu}
 

@@ -6,6 +6,9 @@ run them. Products take bfloat16 (or float32) operands and accumulate in float32
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import jax
 import jax.numpy as jnp
 
@@ -13,6 +16,17 @@ import jax.numpy as jnp
 def dense(x, kernel):
     """``x @ kernel`` over ``x``'s last axis, accumulated in float32, in ``x``'s dtype."""
     return jnp.dot(x, kernel, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def gate(hidden, functions):
+    """The product of ``functions[i](hidden[i])``: the MLP's gated activation (one term
+    for T5 1.0's ReLU MLP, two for T5 1.1's gated GELU)."""
+    return functools.reduce(operator.mul, [f(h) for f, h in zip(functions, hidden)])
+
+
+def lookup(table, ids):
+    """Rows ``ids`` of ``table`` (the token embedding)."""
+    return jnp.take(table, ids, axis=0)
 
 
 def scale_features(x, scale):
