@@ -296,9 +296,9 @@ def _quiet() -> None:
 
 
 def _joined() -> bool:
-    from jax._src import distributed as jd
+    import jax
 
-    return jd.global_state.client is not None
+    return jax.distributed.is_initialized()
 
 
 class _Watchdog:
