@@ -105,21 +105,10 @@ def run_precompile(*, runtime, model_name: Optional[str], model_config: Any, mod
                    mixture_or_task_name: Optional[str], **kwargs) -> PrecompileReport:
     """:func:`precompile` for ``train()``'s arguments: the model from the registry with its
     overrides (checked against the task's vocabulary when a task is named)."""
-    from t5cli.models.model import EncoderDecoderModel
     from t5cli.runtime import train_state
 
-    if mixture_or_task_name:
-        task = runtime.registry.task(mixture_or_task_name)
-        model = train_state.build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task)
-    else:
-        if model_config is None:
-            if not model_name:
-                raise ConfigError("no model: pass --model NAME (see `t5 models`)")
-            model_config = runtime.registry.model(model_name)
-        changes = dict(model_overrides or {})
-        if dropout_rate is not None:
-            changes["dropout_rate"] = float(dropout_rate)
-        model = EncoderDecoderModel(model_config.with_overrides(changes))
+    task = runtime.registry.task(mixture_or_task_name) if mixture_or_task_name else None
+    model = train_state.build_model(runtime, model_name, model_config, model_overrides, dropout_rate, task)
     return precompile(model, runtime, model_name=model_name, **kwargs)
 
 

@@ -27,7 +27,7 @@ from t5cli.runtime import checkpoints, optim, optimizer_state, partitioning
 def build_model(runtime, model_name, model_config, overrides, dropout_rate, task, *,
                 head: Optional[str] = None, num_labels: Optional[int] = None):
     """The model to train: ``model_config`` or the registry's ``model_name``, with
-    ``overrides`` and ``dropout_rate`` applied; its vocabulary must cover the task's.
+    ``overrides`` and ``dropout_rate`` applied; its vocabulary must cover the task's (if any).
     With ``head`` it is the encoder with that head (:class:`t5cli.models.head_models.HeadModel`)."""
     if model_config is None:
         if not model_name:
@@ -37,6 +37,8 @@ def build_model(runtime, model_name, model_config, overrides, dropout_rate, task
     if dropout_rate is not None:
         changes["dropout_rate"] = float(dropout_rate)
     model_config = model_config.with_overrides(changes)
+    if task is None:  # nothing to check against (e.g. `t5 train --precompile` without a task)
+        return EncoderDecoderModel(model_config)
     vocab = (task.output_features.get("targets") or task.output_features["inputs"]).vocabulary
     needed = getattr(vocab, "vocab_size", 0)
     if needed and needed > model_config.vocab_size:
