@@ -115,3 +115,34 @@ main()
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "JAX_STARTED_BEFORE False" in out.stdout, (out.stdout[-2000:], out.stderr[-2000:])
+
+
+# 200 MB of small blocks freed below a live one: one arena cannot trim them by itself
+TRIM_PROBE = """
+import json
+from t5cli.runtime import host_allocator
+def rss_kb():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
+applied = host_allocator.retain_freed_memory()
+blocks = [bytearray(1000) for _ in range(200_000)]
+keep = bytearray(1000)  # above the freed blocks: the heap's top stays in use
+del blocks
+before = rss_kb()
+released = host_allocator.release_free_memory()
+print(json.dumps({"applied": applied, "released": released, "freed_kb": before - rss_kb()}))
+"""
+
+
+def test_release_free_memory_returns_pages_below_the_top_of_the_heap():
+    """What the training loop calls after compiling: the free pages inside the heap go
+    back to the system; with ``T5CLI_MALLOC=retain`` nothing is released."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("T5CLI_MALLOC", "MALLOC_"))}
+    env["JAX_PLATFORMS"] = "cpu"
+    run = lambda **extra: json.loads(subprocess.run(  # noqa: E731
+        [sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True,
+        env=dict(env, **extra)).stdout.strip().splitlines()[-1])
+    trimmed = run()
+    assert trimmed["applied"] and trimmed["released"]
+    assert trimmed["freed_kb"] > 100_000, trimmed
+    retained = run(T5CLI_MALLOC="retain")
+    assert retained["applied"] and not retained["released"] and retained["freed_kb"] < 10_000, retained

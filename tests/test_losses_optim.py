@@ -98,6 +98,60 @@ def test_bad_loss_normalizing_factor_is_a_config_error():
     assert losses.check_loss_normalizing_factor("num_real_target_tokens") == "NUM_REAL_TARGET_TOKENS"
 
 
+
+@pytest.mark.parametrize("family,dtype,mode", [("t5_1_0", "float32", "AVERAGE_PER_SEQUENCE"),
+                                               ("t5_1_1", "bfloat16", "NUM_REAL_TARGET_TOKENS")])
+def test_chunked_loss_equals_the_loss_of_the_whole_logits(monkeypatch, family, dtype, mode):
+    """``model.loss_sums`` (what training and eval call) takes the logits three chunks of
+    positions at a time, with a gradient made in the forward pass; its sums and every
+    parameter's gradient equal those of the whole logits, with dropout, label smoothing,
+    z-loss and packed segments, for untied (T5 1.1) and tied (T5 1.0) output layers."""
+    import dataclasses
+
+    from t5cli.models.configs import get_config
+    from t5cli.models.model import EncoderDecoderModel
+
+    config = dataclasses.replace(get_config(f"{family}_tiny"), vocab_size=300, dtype=dtype, dropout_rate=0.1,
+                                 num_encoder_layers=1, num_decoder_layers=1)
+    model = EncoderDecoderModel(config)
+    params = model.init_params(jax.random.PRNGKey(0))
+    rng = np.random.RandomState(0)
+    targets = rng.randint(2, 300, (4, 12))
+    targets[:, -3:] = 0
+    segments = np.where(np.arange(12) < 5, 1, 2)[None].repeat(4, 0) * (targets > 0)
+    batch = {"encoder_input_tokens": jnp.asarray(rng.randint(2, 300, (4, 10))),
+             "decoder_input_tokens": jnp.asarray(np.concatenate([np.zeros((4, 1), int), targets[:, :-1]], 1)),
+             "decoder_target_tokens": jnp.asarray(targets),
+             "decoder_segment_ids": jnp.asarray(segments)}
+    args = dict(label_smoothing=0.1, z_loss=1e-4, loss_normalizing_factor=mode)
+    dropout = jax.random.PRNGKey(1)
+    monkeypatch.setattr(losses, "LOGITS_CHUNK_BYTES", 4 * 12 * 300 * 4 // 3)
+    assert losses._num_chunks(12, 4 * 12 * 300 * 4, losses.LOGITS_CHUNK_BYTES) == 3
+
+    def whole(p):
+        sums = losses.loss_sums(model.compute_logits(p, batch, dropout), batch, **args)
+        return sums["loss"], sums
+
+    def chunked(p):
+        sums = model.loss_sums(p, batch, dropout, **args)
+        return sums["loss"], sums
+
+    expected_grads, expected = jax.jit(jax.grad(whole, has_aux=True))(params)
+    grads, sums = jax.jit(jax.grad(chunked, has_aux=True))(params)
+    _, forward_only = jax.jit(chunked)(params)
+    rtol = 1e-5 if dtype == "float32" else 2e-2
+    assert set(sums) == set(expected)
+    for key in expected:
+        np.testing.assert_allclose(sums[key], expected[key], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(forward_only[key], expected[key], rtol=1e-5, err_msg=key)
+    assert float(sums["loss"]) > 0 and float(sums["weight_sum"]) == 36.0
+    flat, flat_expected = jax.tree_util.tree_leaves_with_path(grads), jax.tree_util.tree_leaves(expected_grads)
+    for (path, got), want in zip(flat, flat_expected):
+        scale = float(jnp.max(jnp.abs(want)))
+        assert scale > 0, path
+        assert float(jnp.max(jnp.abs(got - want))) <= rtol * scale, jax.tree_util.keystr(path)
+
+
 PARAMS = {
     "encoder": {"layers_0": {"mlp": {"wi": {"kernel": jnp.ones((4, 8))}},
                              "pre_mlp_layer_norm": {"scale": jnp.ones((4,))}},

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from t5cli.models.configs import T5Config
-from t5cli.models.network import Transformer
+from t5cli.models.network import Transformer, vocab_logits, vocab_projection
 
 PAD_ID = 0
 EOS_ID = 1
@@ -90,6 +90,9 @@ class EncoderDecoderModel(ParameterShapes):
     def compute_logits(self, params: Params, batch: Mapping[str, jnp.ndarray],
                        dropout_rng=None) -> jnp.ndarray:
         """Float32 logits [B, L, V] for an EncDecFeatureConverter batch; dropout iff rng."""
+        return self._forward(params, batch, dropout_rng, project=True)
+
+    def _forward(self, params: Params, batch: Mapping[str, jnp.ndarray], dropout_rng, project: bool):
         rngs = {"dropout": dropout_rng} if dropout_rng is not None else None
         return self.module.apply(
             {"params": params},
@@ -101,8 +104,21 @@ class EncoderDecoderModel(ParameterShapes):
             encoder_positions=batch.get("encoder_positions"),
             decoder_positions=batch.get("decoder_positions"),
             enable_dropout=dropout_rng is not None,
+            project=project,
             rngs=rngs,
         )
+
+    def loss_sums(self, params: Params, batch: Mapping[str, jnp.ndarray], dropout_rng=None,
+                  **loss_args) -> Mapping[str, jnp.ndarray]:
+        """:func:`t5cli.runtime.losses.loss_sums` of this model's logits on ``batch``,
+        computed from the decoder's last hidden states a chunk of positions at a time
+        (:func:`t5cli.runtime.losses.projected_loss_sums`): the whole [B, L, V] logits and
+        their gradient never exist. ``loss_args`` are ``loss_sums``'s keywords."""
+        from t5cli.runtime.losses import projected_loss_sums
+
+        hidden = self._forward(params, batch, dropout_rng, project=False)
+        project = functools.partial(vocab_logits, self.config)
+        return projected_loss_sums(project, vocab_projection(self.config, params), hidden, batch, **loss_args)
 
     # ---------------------------------------------------------------- decoding
     def encode(self, params: Params, encoder_input_tokens, encoder_segment_ids=None,

@@ -49,8 +49,10 @@ DECODE API (the contract decoding.py / generate.py rely on)
   enable_dropout=False) -> encoded [B, L_in, emb]`` (activation dtype).
 * ``decode(encoded, encoder_input_tokens, decoder_input_tokens,
   decoder_target_tokens=None, encoder_segment_ids=None, decoder_segment_ids=None,
-  decoder_positions=None, enable_dropout=False, decode=False, max_decode_length=None)
-  -> logits [B, L, V] float32``.
+  decoder_positions=None, enable_dropout=False, decode=False, max_decode_length=None,
+  project=True) -> logits [B, L, V] float32``; ``project=False`` gives the last hidden
+  states instead, from which ``vocab_logits(config, vocab_projection(config, params), x)``
+  makes the same logits (training computes its loss that way, a chunk at a time).
 * ``__call__(encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
   encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
   decoder_positions=None, enable_dropout=True, decode=False, max_decode_length=None)``.
@@ -111,7 +113,7 @@ def _boxed(init, axes):
 
 # --------------------------------------------------------------------------- layers
 class Embed(nn.Module):
-    """Token embedding looked up by gather; ``attend`` gives logits against it."""
+    """Token embedding looked up by gather (the tied logits use it too: :func:`vocab_logits`)."""
 
     num_embeddings: int
     features: int
@@ -125,10 +127,6 @@ class Embed(nn.Module):
 
     def __call__(self, ids):
         return kernel_ops(self.kernels).lookup(self.embedding, ids).astype(self.dtype)
-
-    def attend(self, x):
-        return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding.astype(self.dtype),
-                          preferred_element_type=jnp.float32).astype(self.dtype)
 
 
 class Dense(nn.Module):
@@ -145,6 +143,39 @@ class Dense(nn.Module):
         kernel = self.param("kernel", _boxed(self.kernel_init, self.axes),
                             (x.shape[-1], self.features), jnp.float32)
         return kernel_ops(self.kernels).dense(x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+class LogitsKernel(nn.Module):
+    """The untied output projection ``logits_dense/kernel`` [embed, vocab] of T5 1.1 (the
+    products are :func:`vocab_logits`'s)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int):
+        return self.param("kernel", _boxed(_fan_in_truncated, ("embed", "vocab")),
+                          (in_features, self.features), jnp.float32)
+
+
+def vocab_projection(config: T5Config, params) -> jnp.ndarray:
+    """The parameter the logits are made with: the tied token embedding [vocab, embed]
+    (``logits_via_embedding``) or the untied ``decoder/logits_dense/kernel`` [embed, vocab]."""
+    if config.logits_via_embedding:
+        return params["token_embedder"]["embedding"]
+    return params["decoder"]["logits_dense"]["kernel"]
+
+
+def vocab_logits(config: T5Config, projection: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+    """Float32 logits [..., vocab] of the decoder's last hidden states ``x`` against
+    :func:`vocab_projection`; the tied embedding's logits are scaled by emb_dim**-0.5."""
+    dtype = _dtype(config)
+    if config.logits_via_embedding:
+        logits = jnp.einsum("...d,vd->...v", x.astype(dtype), projection.astype(dtype),
+                            preferred_element_type=jnp.float32).astype(dtype)
+        logits = logits / math.sqrt(x.shape[-1])
+    else:
+        logits = kernel_ops(config.kernels).dense(x.astype(dtype), projection.astype(dtype))
+    return logits.astype(jnp.float32)
 
 
 class LayerNorm(nn.Module):
@@ -415,7 +446,7 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, encoded, encoder_input_tokens, decoder_input_tokens,
                  decoder_target_tokens=None, encoder_segment_ids=None, decoder_segment_ids=None,
-                 decoder_positions=None, deterministic=True, decode=False):
+                 decoder_positions=None, deterministic=True, decode=False, project=True):
         cfg = self.config
         tokens = decoder_input_tokens.astype(jnp.int32)
         batch, length = tokens.shape
@@ -459,11 +490,10 @@ class Decoder(nn.Module):
         x = _norm(cfg, "decoder_norm")(x)
         x = drop(x, deterministic=deterministic)
         if cfg.logits_via_embedding:
-            logits = self.shared_embedding.attend(x) / math.sqrt(x.shape[-1])
+            projection = self.shared_embedding.embedding
         else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), _dtype(cfg),
-                           kernels=cfg.kernels, name="logits_dense")(x)
-        return logits.astype(jnp.float32)
+            projection = LogitsKernel(cfg.vocab_size, name="logits_dense")(x.shape[-1])
+        return vocab_logits(cfg, projection, x) if project else x
 
 
 # --------------------------------------------------------------------------- model
@@ -487,19 +517,21 @@ class Transformer(nn.Module):
     def decode(self, encoded, encoder_input_tokens, decoder_input_tokens,
                decoder_target_tokens=None, encoder_segment_ids=None, decoder_segment_ids=None,
                decoder_positions=None, enable_dropout=False, decode=False,
-               max_decode_length=None):
-        """Float32 logits [B, L, V]; ``decode=True`` runs one cached step (see docstring)."""
+               max_decode_length=None, project=True):
+        """Float32 logits [B, L, V]; ``decode=True`` runs one cached step (see docstring).
+        ``project=False`` stops before the logits: the last hidden states [B, L, emb]."""
         del max_decode_length  # the cache length is fixed when the cache is created
         return self.decoder(encoded, encoder_input_tokens, decoder_input_tokens,
                             decoder_target_tokens, encoder_segment_ids, decoder_segment_ids,
-                            decoder_positions, deterministic=not enable_dropout, decode=decode)
+                            decoder_positions, deterministic=not enable_dropout, decode=decode,
+                            project=project)
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
                  encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
                  decoder_positions=None, enable_dropout=True, decode=False,
-                 max_decode_length=None):
+                 max_decode_length=None, project=True):
         encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
                               enable_dropout)
         return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
                            decoder_target_tokens, encoder_segment_ids, decoder_segment_ids,
-                           decoder_positions, enable_dropout, decode, max_decode_length)
+                           decoder_positions, enable_dropout, decode, max_decode_length, project)

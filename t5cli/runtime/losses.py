@@ -19,8 +19,9 @@ minimises is ``loss_sum / normalizer`` where the normalizer follows
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Dict, Mapping, Optional, Union
+from typing import Callable, Dict, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +142,40 @@ def _per_sequence_weights(weights: jnp.ndarray, segment_ids: Optional[jnp.ndarra
     return jnp.where(counts > 0, weights / jnp.where(counts > 0, counts, 1.0), 0.0)
 
 
+def _target_weights(batch: Mapping[str, jnp.ndarray]):
+    """``(targets, weights)``: the target tokens and the float32 weight of each (its
+    ``decoder_loss_weights``, else 1 for every non-padding token)."""
+    targets = batch["decoder_target_tokens"]
+    weights = batch.get("decoder_loss_weights")
+    if weights is None:
+        weights = (targets > 0)
+    return targets, weights.astype(jnp.float32)
+
+
+def _loss_weights_and_normalizer(mode: LossNormalizingFactor, targets, weights, batch):
+    """The per-token weights of the ``loss`` sum and its normalizer (module docstring)."""
+    if mode == "AVERAGE_PER_SEQUENCE":
+        loss_weights = _per_sequence_weights(weights, batch.get("decoder_segment_ids"))
+        return loss_weights, jnp.sum(loss_weights)
+    if mode == "NUM_REAL_TARGET_TOKENS":
+        return weights, jnp.sum(weights)
+    if mode == "NUM_TOTAL_TARGET_TOKENS":
+        return weights, jnp.asarray(targets.size, jnp.float32)
+    # constant modes: see batch_normalizer
+    return weights, jnp.asarray(1.0 if mode is None else float(mode), jnp.float32)
+
+
+def _token_sums(loss, z_part, correct, weights, loss_weights) -> Dict[str, jnp.ndarray]:
+    """The sums of :func:`loss_sums` that add up per token."""
+    return {
+        "loss": jnp.sum(loss * loss_weights),
+        "z_loss": jnp.sum(z_part * weights),
+        "cross_ent_loss": jnp.sum((loss - z_part) * weights),
+        "unweighted_loss": jnp.sum(loss * weights),
+        "correct": jnp.sum(correct * weights),
+    }
+
+
 def loss_sums(logits: jnp.ndarray, batch: Mapping[str, jnp.ndarray], *,
               label_smoothing: float = 0.0, z_loss: float = 0.0,
               loss_normalizing_factor: LossNormalizingFactor = None) -> Dict[str, jnp.ndarray]:
@@ -150,35 +185,129 @@ def loss_sums(logits: jnp.ndarray, batch: Mapping[str, jnp.ndarray], *,
     target tokens), ``correct``, ``total_tokens``, ``unweighted_loss`` (cross entropy + z
     over real tokens, whatever the normalizing mode).
     """
-    targets = batch["decoder_target_tokens"]
-    weights = batch.get("decoder_loss_weights")
-    if weights is None:
-        weights = (targets > 0)
-    weights = weights.astype(jnp.float32)
+    targets, weights = _target_weights(batch)
+    loss_weights, normalizer = _loss_weights_and_normalizer(loss_normalizing_factor, targets, weights, batch)
     loss, z_part, correct = token_losses(logits, targets, label_smoothing=label_smoothing,
                                          z_loss=z_loss)
-    mode = loss_normalizing_factor
-    loss_weights = weights
-    if mode == "AVERAGE_PER_SEQUENCE":
-        loss_weights = _per_sequence_weights(weights, batch.get("decoder_segment_ids"))
-        normalizer = jnp.sum(loss_weights)
-    elif mode == "NUM_REAL_TARGET_TOKENS":
-        normalizer = jnp.sum(weights)
-    elif mode == "NUM_TOTAL_TARGET_TOKENS":
-        normalizer = jnp.asarray(targets.size, jnp.float32)
-    else:  # constant modes: see batch_normalizer
-        normalizer = jnp.asarray(1.0 if mode is None else float(mode), jnp.float32)
-    weighted_z = jnp.sum(z_part * weights)
-    return {
-        "loss": jnp.sum(loss * loss_weights),
-        "normalizer": normalizer,
-        "z_loss": weighted_z,
-        "cross_ent_loss": jnp.sum((loss - z_part) * weights),
-        "unweighted_loss": jnp.sum(loss * weights),
-        "weight_sum": jnp.sum(weights),
-        "correct": jnp.sum(correct * weights),
-        "total_tokens": jnp.asarray(targets.size, jnp.float32),
-    }
+    return dict(_token_sums(loss, z_part, correct, weights, loss_weights), normalizer=normalizer,
+                weight_sum=jnp.sum(weights), total_tokens=jnp.asarray(targets.size, jnp.float32))
+
+
+#: float32 bytes of logits one chunk of :func:`projected_loss_sums` may make
+LOGITS_CHUNK_BYTES = 32 << 20
+
+
+@contextlib.contextmanager
+def whole_logits():
+    """Within it, :func:`projected_loss_sums` traces the whole logits in one piece: for
+    counting FLOPs (XLA's cost analysis counts a loop's body once, not once per chunk)."""
+    global LOGITS_CHUNK_BYTES
+    saved, LOGITS_CHUNK_BYTES = LOGITS_CHUNK_BYTES, 1 << 62
+    try:
+        yield
+    finally:
+        LOGITS_CHUNK_BYTES = saved
+
+
+def projected_loss_sums(project: Callable, projection, hidden: jnp.ndarray, batch: Mapping[str, jnp.ndarray], *,
+                        label_smoothing: float = 0.0, z_loss: float = 0.0,
+                        loss_normalizing_factor: LossNormalizingFactor = None,
+                        chunk_bytes: Optional[int] = None) -> Dict[str, jnp.ndarray]:
+    """:func:`loss_sums` of ``project(projection, hidden)`` (float32 logits [B, L, V] from the
+    last hidden states [B, L, D]), computed a chunk of positions at a time so that neither
+    the whole logits nor their whole gradient is ever held: with a 32k vocabulary they are
+    the largest tensors of a training step.
+
+    The gradient of the ``loss`` sum with respect to ``projection`` and ``hidden`` is made in
+    the forward pass, chunk by chunk, and scaled by the incoming cotangent in the backward
+    pass: the same products as autodiff of the whole logits, and no second pass over them.
+    Only ``loss`` is differentiable (the other sums are metrics). When the logits fit in
+    ``chunk_bytes`` (default :data:`LOGITS_CHUNK_BYTES`) this is :func:`loss_sums` of the
+    whole logits.
+    """
+    targets, weights = _target_weights(batch)
+    loss_weights, normalizer = _loss_weights_and_normalizer(loss_normalizing_factor, targets, weights, batch)
+    batch_size, length = targets.shape
+    vocab = jax.eval_shape(project, projection, hidden[:1, :1]).shape[-1]
+    num_chunks = _num_chunks(length, batch_size * length * vocab * 4,
+                             LOGITS_CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+    if num_chunks == 1:
+        return loss_sums(project(projection, hidden), batch, label_smoothing=label_smoothing, z_loss=z_loss,
+                         loss_normalizing_factor=loss_normalizing_factor)
+    sums_fn = _chunked_token_sums(project, num_chunks, float(z_loss), float(label_smoothing))
+    sums = sums_fn(projection, hidden, targets.astype(jnp.int32), weights, loss_weights)
+    return dict(sums, normalizer=normalizer, weight_sum=jnp.sum(weights),
+                total_tokens=jnp.asarray(targets.size, jnp.float32))
+
+
+#: at most this many chunks: more would make each chunk's products too small to run well
+MAX_LOGITS_CHUNKS = 8
+
+
+def _num_chunks(length: int, logits_bytes: int, chunk_bytes: int) -> int:
+    """The fewest chunks of whole positions (a divisor of ``length``, at most
+    :data:`MAX_LOGITS_CHUNKS`) whose logits fit in ``chunk_bytes``, else the most there can be."""
+    wanted = -(-logits_bytes // max(chunk_bytes, 1))
+    divisors = [n for n in range(1, min(length, MAX_LOGITS_CHUNKS) + 1) if length % n == 0]
+    return next((n for n in divisors if n >= wanted), divisors[-1])
+
+
+def _chunked_token_sums(project: Callable, num_chunks: int, z_loss: float, label_smoothing: float):
+    """``sums(projection, hidden, targets, weights, loss_weights)`` -> :func:`_token_sums`,
+    a ``lax.scan`` over ``num_chunks`` chunks of positions, with a hand-made gradient for
+    ``loss`` (see :func:`projected_loss_sums`)."""
+
+    def split(x):  # [B, L, ...] -> [chunks, B, L / chunks, ...]: the batch axis stays whole
+        b, l = x.shape[:2]
+        return jnp.moveaxis(x.reshape(b, num_chunks, l // num_chunks, *x.shape[2:]), 1, 0)
+
+    def merge(x):  # the inverse of split
+        n, b, c = x.shape[:3]
+        return jnp.moveaxis(x, 0, 1).reshape(b, n * c, *x.shape[3:])
+
+    def chunk_sums(logits, targets, weights, loss_weights):
+        loss, z_part, correct = token_losses(logits, targets, label_smoothing=label_smoothing, z_loss=z_loss)
+        sums = _token_sums(loss, z_part, correct, weights, loss_weights)
+        return sums["loss"], sums
+
+    def run(projection, hidden, targets, weights, loss_weights, with_grad: bool):
+        zero_sums = {k: jnp.zeros((), jnp.float32) for k in ("loss", "z_loss", "cross_ent_loss",
+                                                            "unweighted_loss", "correct")}
+        carry = (zero_sums, jax.tree_util.tree_map(jnp.zeros_like, projection) if with_grad else None)
+
+        def step(carry, chunk):
+            totals, projection_grad = carry
+            h, t, w, lw = chunk
+            if not with_grad:
+                _, sums = chunk_sums(project(projection, h), t, w, lw)
+                return (jax.tree_util.tree_map(jnp.add, totals, sums), None), None
+            logits, project_vjp = jax.vjp(project, projection, h)
+            _, sums_vjp, sums = jax.vjp(lambda x: chunk_sums(x, t, w, lw), logits, has_aux=True)
+            (logits_grad,) = sums_vjp(jnp.ones((), jnp.float32))
+            g_projection, g_hidden = project_vjp(logits_grad)
+            projection_grad = jax.tree_util.tree_map(jnp.add, projection_grad, g_projection)
+            return (jax.tree_util.tree_map(jnp.add, totals, sums), projection_grad), g_hidden
+
+        chunks = tuple(split(x) for x in (hidden, targets, weights, loss_weights))
+        (totals, projection_grad), hidden_grads = jax.lax.scan(step, carry, chunks)
+        grads = (projection_grad, merge(hidden_grads)) if with_grad else None
+        return totals, grads
+
+    @jax.custom_vjp
+    def sums(projection, hidden, targets, weights, loss_weights):
+        return run(projection, hidden, targets, weights, loss_weights, with_grad=False)[0]
+
+    def sums_fwd(projection, hidden, targets, weights, loss_weights):
+        return run(projection, hidden, targets, weights, loss_weights, with_grad=True)
+
+    def sums_bwd(grads, cotangents):
+        projection_grad, hidden_grad = grads
+        scale = cotangents["loss"]
+        projection_grad = jax.tree_util.tree_map(lambda g: (g * scale).astype(g.dtype), projection_grad)
+        return projection_grad, (hidden_grad * scale).astype(hidden_grad.dtype), None, None, None
+
+    sums.defvjp(sums_fwd, sums_bwd)
+    return sums
 
 
 def batch_normalizer(mode: LossNormalizingFactor, sums: Mapping[str, jnp.ndarray]):

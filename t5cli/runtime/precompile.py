@@ -5,7 +5,8 @@ feature lengths and a ``(data, model)`` mesh of ``num_devices`` devices without
 allocating any of it (abstract arrays only), and reports what one device needs:
 parameters and optimizer state (from their shardings), the compiled step's temporary
 memory (activations, gradients: ``compiled.memory_analysis()``), and the FLOPs of one
-step (``compiled.cost_analysis()``).
+step (XLA's cost analysis of the whole step before partitioning, divided among the
+devices).
 
 When this machine has fewer devices than asked for, the step is compiled for virtual
 CPU devices (``jax_num_cpu_devices``, like ``--xla_force_host_platform_device_count``);
@@ -123,7 +124,7 @@ def precompile(model, runtime, *, batch_size: int, feature_lengths: Mapping[str,
     import jax.numpy as jnp
     import numpy as np
 
-    from t5cli.runtime import optim, partitioning, steps, train_state
+    from t5cli.runtime import losses, optim, partitioning, steps, train_state
 
     missing = [k for k in ("inputs", "targets") if k not in feature_lengths]
     if missing:
@@ -139,13 +140,20 @@ def precompile(model, runtime, *, batch_size: int, feature_lengths: Mapping[str,
              "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=layout.replicated)}
     batch = _abstract_batch(batch_size, feature_lengths, pack, layout.batch_sharding)
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=layout.replicated)
-    train_step, _ = steps.compile_steps(model, layout, learning_rate_schedule or optim.constant_schedule(),
-                                        z_loss=z_loss, label_smoothing=label_smoothing,
-                                        loss_normalizing_factor=loss_normalizing_factor,
-                                        num_microbatches=num_microbatches)
-    compiled = train_step.lower(state, batch, rng).compile()
-    memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
+
+    def lower(microbatches):
+        train_step, _ = steps.compile_steps(model, layout, learning_rate_schedule or optim.constant_schedule(),
+                                            z_loss=z_loss, label_smoothing=label_smoothing,
+                                            loss_normalizing_factor=loss_normalizing_factor,
+                                            num_microbatches=microbatches)
+        return train_step.lower(state, batch, rng)
+
+    memory = lower(num_microbatches).compile().memory_analysis()
+    # FLOPs of the whole step before it is partitioned, with the loss in one piece and no
+    # microbatches (the same products): XLA counts the body of a loop once, not once per
+    # iteration. Each device does its share.
+    with losses.whole_logits():
+        cost = lower(None).cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(layout.abstract_params))
@@ -158,7 +166,8 @@ def precompile(model, runtime, *, batch_size: int, feature_lengths: Mapping[str,
         opt_state_bytes=partitioning.per_device_bytes(layout.abstract_opt, layout.opt_shardings),
         temp_bytes=get("temp_size_in_bytes"), argument_bytes=get("argument_size_in_bytes"),
         output_bytes=get("output_size_in_bytes"), alias_bytes=get("alias_size_in_bytes"),
-        code_bytes=get("generated_code_size_in_bytes"), flops_per_device=float((cost or {}).get("flops", 0.0)))
+        code_bytes=get("generated_code_size_in_bytes"),
+        flops_per_device=float((cost or {}).get("flops", 0.0)) / len(devices))
 
 
 __all__ = ["PrecompileReport", "precompile", "run_precompile"]

@@ -28,9 +28,10 @@ def make_eval_step(model, *, z_loss: float = 1e-4, label_smoothing: float = 0.0,
 
 
 def model_loss_sums(model, params, batch, dropout_rng, **loss_args):
-    """The loss sums of ``model`` on ``batch``: a model with its own ``loss_sums`` (the
-    encoder-only heads of :mod:`t5cli.models.head_models`) computes them, else the token
-    cross entropy of :func:`t5cli.runtime.losses.loss_sums` on ``compute_logits``."""
+    """The loss sums of ``model`` on ``batch``: a model with its own ``loss_sums`` computes
+    them (the encoder-decoder's takes its logits a chunk of positions at a time, the
+    encoder-only heads of :mod:`t5cli.models.head_models` have losses of their own), else
+    the token cross entropy of :func:`t5cli.runtime.losses.loss_sums` on ``compute_logits``."""
     if hasattr(model, "loss_sums"):
         return model.loss_sums(params, batch, dropout_rng, **loss_args)
     logits = model.compute_logits(params, batch, dropout_rng=dropout_rng)

@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from t5cli.errors import DataError, TrainingDivergedError
+from t5cli.runtime import host_allocator
 from t5cli.runtime.data import get_eval_batches
 from t5cli.runtime.losses import summarize
 from t5cli.runtime.partitioning import shard_batch
@@ -295,6 +296,7 @@ def run(train_step: Callable, state: Dict[str, Any], batches: Iterator[Mapping[s
     each step; returns the final step and state. The actions are closed at the end."""
     on_clock = [a for a in actions if not a.off_clock]
     off_clock = [a for a in actions if a.off_clock]
+    first_step = step
     try:
         while step < total_steps:
             batch = next(batches)
@@ -303,6 +305,8 @@ def run(train_step: Callable, state: Dict[str, Any], batches: Iterator[Mapping[s
                 weights = batch["encoder_input_tokens"] > 0
             tokens = float(weights.sum()) * jax.process_count()
             state, step_metrics = train_step(state, shard_batch(batch, mesh), dropout_rng)
+            if step == first_step:  # compiled by now: what the compiler freed can go
+                host_allocator.release_free_memory()
             step += 1
             metrics.add(step_metrics, tokens, step)
             last = step >= total_steps
@@ -316,6 +320,7 @@ def run(train_step: Callable, state: Dict[str, Any], batches: Iterator[Mapping[s
                 with clock.paused():
                     for action in due:
                         action(step, state, last)
+                    host_allocator.release_free_memory()
     finally:
         for action in actions:
             action.close()
