@@ -40,6 +40,7 @@ train/utils.DatasetConfig:
   batch_size = 128
   use_cached = False
   pack = True
+  shuffle = False
   seed = 0
 
 train_eval/utils.DatasetConfig:
@@ -141,6 +142,7 @@ def test_every_binding_of_a_t5x_train_file_takes_its_meaning(tmp_path, t5, monke
     assert kw["model_dir"] == str(tmp_path / "m") and kw["total_steps"] == 7
     assert kw["mixture_or_task_name"] == TASK and kw["task_feature_lengths"] == {"inputs": 32, "targets": 32}
     assert kw["batch_size"] == 8 and kw["pack"] is True and kw["use_cached_tasks"] is False
+    assert kw["shuffle"] is False
     assert kw["eval_period"] == 3 and kw["eval_steps"] == 20 and kw["infer_eval_period"] == 3
     assert kw["checkpoint_period"] == 5000 and kw["keep_checkpoints"] == 1
     assert kw["num_partitions"] == 2 and kw["num_microbatches"] == 2 and kw["random_seed"] == 0

@@ -211,14 +211,12 @@ def train_arguments(*, model, train_dataset_cfg, train_eval_dataset_cfg, infer_e
     out: Dict[str, Any] = dict(model.train_arguments(unsupported))
     out.update(model_dir=model_dir, mixture_or_task_name=_task_name(ds, "train/utils.DatasetConfig"),
                task_feature_lengths=_lengths(ds.task_feature_lengths), batch_size=int(ds.batch_size),
-               pack=bool(ds.pack), use_cached_tasks=bool(ds.use_cached))
+               pack=bool(ds.pack), use_cached_tasks=bool(ds.use_cached), shuffle=bool(ds.shuffle))
     if ds.task_feature_lengths is None:
         raise ConfigError("TASK_FEATURE_LENGTHS is not set: pass "
                           "--gin.TASK_FEATURE_LENGTHS=\"{'inputs': 256, 'targets': 256}\"")
     if ds.split != "train":
         unsupported("train/utils.DatasetConfig.split", ds.split, "t5cli trains on 'train'")
-    if not ds.shuffle:
-        unsupported("train/utils.DatasetConfig.shuffle", False, "t5cli always shuffles training examples")
     _dataset_extras(ds, "train/utils.DatasetConfig")
     seed = random_seed if random_seed is not None else ds.seed
     if random_seed is not None and ds.seed is not None and ds.seed != random_seed:
