@@ -3,7 +3,8 @@
     python distributed_job.py MODEL_DIR STEPS PARTITIONS OUT_NPZ [COORDINATOR NUM_PROCESSES PROCESS_ID]
 
 Trains a 1+1-layer byt5 (d_model 32) on number_words_en_de_999 in order (no shuffling,
-no packing, no dropout, so any process count sees the same global batches), checkpoints
+no packing, no dropout, so any process count sees the same global batches; the loss in
+chunks of positions, as a large vocabulary would have it), checkpoints
 every 2 steps, and, in process 0, writes the final parameters (gathered from every
 process) to OUT_NPZ and one ``RESULT={...}`` line with the losses.
 """
@@ -26,8 +27,11 @@ def main(argv):
     import numpy as np
     from jax.experimental import multihost_utils
 
+    from t5cli.runtime import losses
     from t5cli.runtime.optim import path_str
     from t5cli.runtime.train import train
+
+    losses.LOGITS_CHUNK_BYTES = 100_000  # the loss in 4 chunks, on every mesh the tests compare
 
     with distributed.ending_on_failure():
         r = train(model_dir=model_dir, mixture_or_task_name="number_words_en_de_999",
