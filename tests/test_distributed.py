@@ -320,6 +320,35 @@ def test_eval_and_infer_as_two_processes_write_what_one_writes(tmp_path):
     assert len(list((tmp_path / "eval2" / task).glob("events.out.tfevents.*"))) == 1
 
 
+
+@pytest.mark.slow
+def test_head_eval_and_infer_as_two_processes_write_what_one_writes(tmp_path):
+    """An encoder-only head (token classification) the same way: each process predicts its
+    share, process 0 writes one complete output, byte for byte the one-process output."""
+    head = "{'num_encoder_layers': 1, 'num_decoder_layers': 1, 'emb_dim': 32, 'num_heads': 2, 'head_dim': 16, " \
+           "'mlp_dim': 64, 'dropout_rate': 0.0}"
+    train = _start(T5 + ["train", "--head", "token_classification", "--task", "number_tags", "--model", "byt5_tiny",
+                         "--model-dir", tmp_path / "m", "--steps", 2, "--batch-size", 8, "--feature-lengths",
+                         "inputs=64", "--gin", f"train.model_overrides={head}", "--gin", "train.eval_period=0",
+                         "--gin", "train.infer_eval_period=0"], 1)
+    code, _, err = _finish([train])[0]
+    assert code == 0, err[-2000:]
+    common = ["--checkpoint", tmp_path / "m", "--split", "test", "--num-examples", 11, "--batch-size", 4]
+    for command, target in (("infer", "-o"), ("eval", "--output-dir")):
+        port = _free_port()
+        two = [_start(T5 + [command, *common, target, tmp_path / f"{command}2", "--coordinator-address",
+                            f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i], 2) for i in range(2)]
+        one = _start(T5 + [command, *common, target, tmp_path / f"{command}1"], 1)
+        runs = _finish(two + [one])
+        assert all(code == 0 for code, _, _ in runs), [e[-2000:] for _, _, e in runs]
+        assert runs[1][1] == "" and runs[1][2].strip() == "", runs[1]
+    assert (tmp_path / "infer2").read_bytes() == (tmp_path / "infer1").read_bytes()
+    assert len((tmp_path / "infer2").read_text().splitlines()) == 11
+    for name in ("number_tags-000002.jsonl", "number_tags-metrics.jsonl"):
+        assert (tmp_path / "eval2" / name).read_bytes() == (tmp_path / "eval1" / name).read_bytes(), name
+    assert len((tmp_path / "eval2" / "number_tags-000002.jsonl").read_text().splitlines()) == 11
+
+
 def _precompile(*args, timeout=TIMEOUT):
     import resource
 

@@ -111,7 +111,8 @@ def _host_batch_size(batch_size: int) -> Tuple[int, object]:
 
 
 def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: bool, seed: Optional[int],
-             pack: bool, num_epochs: Optional[int], use_cached: bool, drop_remainder: bool):
+             pack: bool, num_epochs: Optional[int], use_cached: bool, drop_remainder: bool,
+             per_process: bool = True):
     import seqio
 
     from t5cli.quiet import drop_seqio_noise
@@ -123,7 +124,7 @@ def _dataset(task, split: str, feature_lengths, *, batch_size: int, shuffle: boo
         raise DataError(
             f"task {task.name!r} has no split {split!r} (it has: {', '.join(task.splits)})"
         )
-    host_batch, shard_info = _host_batch_size(batch_size)
+    host_batch, shard_info = _host_batch_size(batch_size) if per_process else (batch_size, None)
     converter = head_data.feature_converter(task, pack)  # seqio's EncDecFeatureConverter but for heads
     if head_data.task_head(task) is not None:
         lengths = head_data.full_lengths(task, lengths)
@@ -194,12 +195,14 @@ def get_train_iterator(task, feature_lengths: Mapping[str, int], batch_size: int
 
 def get_eval_batches(task, split: str, feature_lengths: Mapping[str, int], batch_size: int, *,
                      pack: bool = False, max_batches: Optional[int] = None,
-                     use_cached: bool = False) -> Iterator[Tuple[Batch, np.ndarray]]:
+                     use_cached: bool = False, per_process: bool = True) -> Iterator[Tuple[Batch, np.ndarray]]:
     """``(batch, mask)`` pairs over one pass of ``split`` in order; the last batch is padded
-    with zero rows to ``batch_size`` (per host) and ``mask`` [B] bool marks the real rows."""
+    with zero rows to ``batch_size`` (per host) and ``mask`` [B] bool marks the real rows.
+    In a multi-process job each process reads its own shard of ``batch_size / processes``
+    rows a batch; ``per_process=False`` reads the whole split in whole batches everywhere."""
     ds, host_batch = _dataset(task, split, feature_lengths, batch_size=batch_size, shuffle=False,
                               seed=42, pack=pack, num_epochs=1, use_cached=use_cached,
-                              drop_remainder=False)
+                              drop_remainder=False, per_process=per_process)
     if max_batches is not None:
         ds = ds.take(max_batches)
     for batch in ds.as_numpy_iterator():

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from t5cli.errors import ConfigError
-from t5cli.runtime import head_predict
+from t5cli.runtime import distributed, head_predict
 
 
 # ---- metrics ------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ class HeadEvaluator:
         vocab = self.task.output_features["inputs"].vocabulary
         max_batches = -(-self.num_examples // self.batch_size) if self.num_examples else None
         batches = get_eval_batches(self.task, self.split, self.feature_lengths, self.batch_size,
-                                   max_batches=max_batches, use_cached=self.use_cached)
+                                   max_batches=max_batches, use_cached=self.use_cached, per_process=False)
         rows, targets, preds = [], [], []
         for example, pred in head_predict.predict_batches(self.model, params, batches, vocab):
             target = _target(self.model, example, vocab)
@@ -150,16 +150,18 @@ class HeadEvaluator:
             rows, targets, preds = rows[:self.num_examples], targets[:self.num_examples], preds[:self.num_examples]
         metrics = metrics_for(self.model, targets, preds)
         name = self.task.name
+        path = self.output_dir / f"{name}-{int(step):06d}.jsonl"
+        self.predictions[name] = str(path)
+        if not distributed.is_primary():  # every process has the metrics; process 0 writes them
+            return {name: metrics}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with SummaryWriter(self.output_dir / name) as writer:
             writer.write(int(step), {f"eval/{k}": v for k, v in metrics.items()})
         with open(self.output_dir / f"{name}-metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": int(step), **metrics}) + "\n")
-        path = self.output_dir / f"{name}-{int(step):06d}.jsonl"
         from t5cli.runtime.infer import write_jsonl
 
         write_jsonl(rows, str(path))
-        self.predictions[name] = str(path)
         if self.verbose:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()))
             print(f"inference eval {name} ({self.split}) step {step}: {shown} "
@@ -181,8 +183,9 @@ def evaluate_head(loaded, *, task, split: str, feature_lengths: Optional[Mapping
     lengths = dict(feature_lengths or loaded.train_feature_lengths or {})
     if "inputs" not in lengths:
         raise ConfigError("which input length? pass --feature-lengths inputs=N")
-    print(f"evaluating {task.name} ({split}) at step {loaded.step} of {loaded.checkpoint_path}",
-          file=sys.stderr, flush=True)
+    if distributed.is_primary():
+        print(f"evaluating {task.name} ({split}) at step {loaded.step} of {loaded.checkpoint_path}",
+              file=sys.stderr, flush=True)
     evaluator = HeadEvaluator(task, loaded.model, {"inputs": lengths["inputs"]}, split=split,
                               batch_size=batch_size, use_cached=use_cached, output_dir=output_dir,
                               num_examples=num_examples)

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -103,13 +103,20 @@ def predict_rows(model, params, tokens: np.ndarray, vocabulary) -> List[Dict[str
 
 
 def predict_batches(model, params, batches: Iterable[Tuple[Mapping[str, np.ndarray], np.ndarray]],
-                    vocabulary) -> Iterator[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    """``(example, prediction)`` for the real rows of ``(batch, mask)`` pairs; ``example``
-    holds the row's ``encoder_input_tokens`` and label features."""
-    for batch, mask in batches:
+                    vocabulary) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``(example, prediction)`` for the real rows of ``(batch, mask)`` pairs, in order;
+    ``example`` holds the row's ``encoder_input_tokens`` and label features. In a
+    multi-process job each process predicts its share of the batches and every process
+    gets all the pairs."""
+    from t5cli.runtime import distributed
+
+    batches = list(batches)
+    params = distributed.host_local(params)  # a multi-process job's sharded parameters, whole
+    mine = []
+    for batch, mask in batches[distributed.process_slice(len(batches))]:
         preds = predict_rows(model, params, batch["encoder_input_tokens"], vocabulary)
-        for r in np.flatnonzero(mask):
-            yield {k: np.asarray(v[r]) for k, v in batch.items()}, preds[r]
+        mine += [({k: np.asarray(v[r]) for k, v in batch.items()}, preds[r]) for r in np.flatnonzero(mask)]
+    return distributed.gather_slices(mine)
 
 
 __all__ = ["predict_rows", "predict_batches", "head_logits", "best_span", "entities"]
@@ -124,6 +131,7 @@ def infer_checkpoint(runtime, *, checkpoint_path=None, model_dir=None, mixture_o
     import sys
 
     from t5cli.errors import ConfigError, DataError
+    from t5cli.runtime import distributed
     from t5cli.runtime.head_checkpoints import load_head
     from t5cli.runtime.infer import InferResult, encode_texts, output_path, write_jsonl
 
@@ -140,9 +148,10 @@ def infer_checkpoint(runtime, *, checkpoint_path=None, model_dir=None, mixture_o
         if not texts:
             raise DataError("no inputs to run (the input is empty)")
         tokens = encode_texts(texts, vocab, length=lengths.get("inputs"))
-        for start in range(0, len(tokens), batch_size):
-            preds = predict_rows(model, loaded.params, tokens[start:start + batch_size], vocab)
-            rows += [{"inputs": t, **p} for t, p in zip(texts[start:start + batch_size], preds)]
+        batches = [({"encoder_input_tokens": tokens[start:start + batch_size]},
+                    np.ones(len(tokens[start:start + batch_size]), bool))
+                   for start in range(0, len(tokens), batch_size)]
+        rows = [{"inputs": t, **p} for t, (_, p) in zip(texts, predict_batches(model, loaded.params, batches, vocab))]
     else:
         if task is None:
             raise ConfigError("which task? pass --task NAME or --input FILE")
@@ -153,7 +162,7 @@ def infer_checkpoint(runtime, *, checkpoint_path=None, model_dir=None, mixture_o
 
         max_batches = -(-num_examples // batch_size) if num_examples else None
         batches = get_eval_batches(task, split, {"inputs": lengths["inputs"]}, batch_size,
-                                   max_batches=max_batches, use_cached=use_cached_tasks)
+                                   max_batches=max_batches, use_cached=use_cached_tasks, per_process=False)
         for example, pred in predict_batches(model, loaded.params, batches, vocab):
             rows.append({"inputs": _decode(vocab, example["encoder_input_tokens"]), **pred,
                          "target": _target(model, example, vocab)})
@@ -161,7 +170,8 @@ def infer_checkpoint(runtime, *, checkpoint_path=None, model_dir=None, mixture_o
     text_mode = texts is not None
     output = output_path(output, output_dir, text_mode=text_mode, model_dirs=(model_dir, loaded.model_dir),
                          task_name=task.name if task is not None else None, split=split, step=loaded.step)
-    write_jsonl(rows, output, stream=stream)
-    if output and output != "-":
-        print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr, flush=True)
+    if distributed.is_primary():
+        write_jsonl(rows, output, stream=stream)
+        if output and output != "-":
+            print(f"wrote {len(rows)} predictions to {output}", file=sys.stderr, flush=True)
     return InferResult(records=rows, output=None if output in (None, "-") else output, step=loaded.step)
