@@ -180,6 +180,19 @@ def _state_types(state) -> set:
     return out
 
 
+def test_precompile_plans_a_t5x_run_without_its_model_dir_or_steps(tmp_path, t5, monkeypatch):
+    """`--precompile` with a T5X train file: the step of T5X's model and batch is compiled and
+    reported; MODEL_DIR and TRAIN_STEPS may be left unset and nothing is written."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.gin").write_text(FROM_SCRATCH)
+    r = t5("train", "--gin_file=run.gin", *SHRINK, "--gin.PjitPartitioner.num_partitions=1",
+           "--gin.trainer.Trainer.num_microbatches=None", "--precompile")
+    assert r.exit_code == 0, r.err
+    assert "precompiled the train step of t5x_t5_1_1 (" in r.out and "for batch 8 (inputs=32,targets=32)" in r.out
+    assert "activations/temp" in r.out and "FLOPs per step" in r.out
+    assert list(tmp_path.iterdir()) == [tmp_path / "run.gin"]
+
+
 def test_t5x_names_t5cli_does_not_know_fail_in_one_line(tmp_path, t5, monkeypatch, captured_train):
     monkeypatch.chdir(tmp_path)
     cases = {

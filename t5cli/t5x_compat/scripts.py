@@ -8,6 +8,7 @@ named in one warning line (:func:`t5cli.t5x_compat.flush_warnings`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import re
@@ -167,13 +168,21 @@ def train(*, model: Any = None, train_dataset_cfg: Any = None, train_eval_datase
           train_eval_get_dataset_fn: Any = None, run_eval_before_training: bool = False,
           train_state_initializer_cls: Any = None, use_orbax: bool = True,
           verify_matching_vocabs_fn: Any = None, gc_period: int = 0,
-          runtime: Any = None, tfds_data_dir: Optional[str] = None):
-    """T5X's ``train.py`` ``train()``: translated into :func:`t5cli.runtime.train.train`."""
-    kwargs = train_arguments(**{k: v for k, v in locals().items() if k not in ("runtime", "tfds_data_dir")})
+          runtime: Any = None, tfds_data_dir: Optional[str] = None,
+          precompile: bool = False, precompile_devices: Optional[int] = None):
+    """T5X's ``train.py`` ``train()``: translated into :func:`t5cli.runtime.train.train`.
+    ``precompile`` (t5cli's ``--precompile``, not a T5X argument) only plans the run:
+    MODEL_DIR, TRAIN_STEPS and the task may then be unset."""
+    kwargs = train_arguments(**{k: v for k, v in locals().items()
+                                if k not in ("runtime", "tfds_data_dir", "precompile_devices")})
     from t5cli.runtime import train as runtime_train
 
     runtime = _runtime(runtime)
     evaluator = kwargs.pop("_infer_eval")
+    if precompile:
+        flush_warnings()
+        return runtime_train.train(runtime=runtime, precompile=True, precompile_devices=precompile_devices,
+                                   **kwargs)
     if evaluator is not None:
         kwargs["on_eval"] = _inference_evaluator(runtime, kwargs, evaluator, tfds_data_dir)
     flush_warnings()
@@ -190,8 +199,8 @@ def train_arguments(*, model, train_dataset_cfg, train_eval_dataset_cfg, infer_e
                     eval_period, relative_steps, stats_period, random_seed, use_hardware_rng,
                     summarize_config_fn, inference_evaluator_cls, get_dataset_fn, concurrent_metrics,
                     actions, train_eval_get_dataset_fn, run_eval_before_training,
-                    train_state_initializer_cls, use_orbax, verify_matching_vocabs_fn, gc_period
-                    ) -> Dict[str, Any]:
+                    train_state_initializer_cls, use_orbax, verify_matching_vocabs_fn, gc_period,
+                    precompile: bool = False) -> Dict[str, Any]:
     """t5cli ``train()`` keyword arguments for T5X's ``train()`` arguments (plus
     ``_infer_eval``: what the inference evaluation needs, or None)."""
     from t5cli.runtime import train as runtime_train
@@ -203,13 +212,23 @@ def train_arguments(*, model, train_dataset_cfg, train_eval_dataset_cfg, infer_e
     if train_dataset_cfg is None:
         raise ConfigError("train_script.train.train_dataset_cfg is not set: bind it to "
                           "@train/utils.DatasetConfig() (include t5x/configs/runs/pretrain.gin)")
-    model_dir = _given(model_dir, "MODEL_DIR", "\"'/path'\" or --model-dir DIR")
-    if not model_dir:
-        raise ConfigError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\"'/path'\" or --model-dir DIR")
-    model_dir = str(Path(os.path.expanduser(model_dir)).absolute())
     ds = train_dataset_cfg
+    if precompile:  # planning: no MODEL_DIR, steps or data needed
+        import gin
+
+        model_dir = None if model_dir is gin.REQUIRED else model_dir
+        total_steps = 1 if total_steps is None or total_steps is gin.REQUIRED else total_steps
+        relative_steps = None
+        if ds.mixture_or_task_name is None or ds.mixture_or_task_name is gin.REQUIRED:
+            ds = dataclasses.replace(ds, mixture_or_task_name=None)
+    else:
+        model_dir = _given(model_dir, "MODEL_DIR", "\"'/path'\" or --model-dir DIR")
+        if not model_dir:
+            raise ConfigError("MODEL_DIR is not set: pass --gin.MODEL_DIR=\"'/path'\" or --model-dir DIR")
+    model_dir = str(Path(os.path.expanduser(model_dir)).absolute()) if model_dir else None
     out: Dict[str, Any] = dict(model.train_arguments(unsupported))
-    out.update(model_dir=model_dir, mixture_or_task_name=_task_name(ds, "train/utils.DatasetConfig"),
+    task_name = None if precompile and ds.mixture_or_task_name is None else _task_name(ds, "train/utils.DatasetConfig")
+    out.update(model_dir=model_dir, mixture_or_task_name=task_name,
                task_feature_lengths=_lengths(ds.task_feature_lengths), batch_size=int(ds.batch_size),
                pack=bool(ds.pack), use_cached_tasks=bool(ds.use_cached), shuffle=bool(ds.shuffle))
     if ds.task_feature_lengths is None:
