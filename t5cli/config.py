@@ -443,17 +443,19 @@ def setup_gin(*, base_files: Sequence[str] = (), gin_files: Sequence[str] = (),
 
     ``runtime``'s user dirs join the search path; ``required`` macros must be set (the
     error names their flag). When the files bind T5X's run script ``t5x_script_name``
-    (``train_script.train`` …), ``t5x_required`` is checked instead and that script's gin
-    wrapper is returned (else None).
+    (``train_script.train`` …; the first bound of several names), ``t5x_required`` is
+    checked instead and that script's gin wrapper is returned (else None).
     """
     user_dirs = runtime.gin_search_paths() if runtime is not None else ()
     parse_gin(gin_files=gin_files, bindings=bindings, search_paths=search_paths,
               base_files=base_files, shortcuts=shortcuts, user_dirs=user_dirs)
-    script = t5x_script(t5x_script_name) if t5x_script_name else None
+    names = (t5x_script_name,) if isinstance(t5x_script_name, str) else tuple(t5x_script_name or ())
+    bound = lambda: next((s for s in map(t5x_script, names) if s is not None), None)  # noqa: E731
+    script = bound()
     if script is not None and base_files:  # T5X's own run files replace t5cli's
         parse_gin(gin_files=gin_files, bindings=bindings, search_paths=search_paths,
                   base_files=(), shortcuts=shortcuts, user_dirs=user_dirs)
-        script = t5x_script(t5x_script_name)
+        script = bound()
     check_required(t5x_required if script is not None else required)
     finalize()
     return script

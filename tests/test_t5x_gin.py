@@ -181,8 +181,9 @@ def _state_types(state) -> set:
 
 
 def test_precompile_plans_a_t5x_run_without_its_model_dir_or_steps(tmp_path, t5, monkeypatch):
-    """`--precompile` with a T5X train file: the step of T5X's model and batch is compiled and
-    reported; MODEL_DIR and TRAIN_STEPS may be left unset and nothing is written."""
+    """`--precompile` with a T5X train file, or T5X's precompile.gin: the step of T5X's model
+    and batch is compiled and reported; MODEL_DIR and TRAIN_STEPS may be left unset and
+    nothing is written."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run.gin").write_text(FROM_SCRATCH)
     r = t5("train", "--gin_file=run.gin", *SHRINK, "--gin.PjitPartitioner.num_partitions=1",
@@ -190,6 +191,14 @@ def test_precompile_plans_a_t5x_run_without_its_model_dir_or_steps(tmp_path, t5,
     assert r.exit_code == 0, r.err
     assert "precompiled the train step of t5x_t5_1_1 (" in r.out and "for batch 8 (inputs=32,targets=32)" in r.out
     assert "activations/temp" in r.out and "FLOPs per step" in r.out
+    assert list(tmp_path.iterdir()) == [tmp_path / "run.gin"]
+    # T5X's precompile.gin (train_script.precompile) plans the same step
+    r = t5("train", "--gin_file=t5x/examples/t5/t5_1_1/tiny.gin", "--gin_file=t5x/configs/runs/precompile.gin",
+           *SHRINK[:2], "--gin.BATCH_SIZE=8", "--gin.USE_CACHED_TASKS=False", "--gin.DROPOUT_RATE=0.0",
+           "--gin.network.T5Config.dtype='float32'", "--gin.MODEL_DIR='m'")
+    assert r.exit_code == 0, r.err
+    assert "precompiled the train step of t5x_t5_1_1 (" in r.out and "for batch 8 (inputs=32,targets=32)" in r.out
+    assert "have no effect" not in r.err, r.err
     assert list(tmp_path.iterdir()) == [tmp_path / "run.gin"]
 
 

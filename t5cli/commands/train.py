@@ -108,7 +108,7 @@ def command(ctx, gin_files, gin_bindings, gin_search_paths, tfds_data_dir, task,
             init_checkpoint=init_checkpoint, feature_lengths=feature_lengths, seed=seed,
             activation_dtype=dtype) + (["USE_CACHED_TASKS = True"] if use_cached_tasks else [])
         + _head_bindings(head, num_labels, model is None and init_checkpoint is not None),
-        runtime=runtime, required=required, t5x_script_name="train",
+        runtime=runtime, required=required, t5x_script_name=("train", "precompile"),
         t5x_required=T5X_REQUIRED + (("INITIAL_CHECKPOINT_PATH",) if invoked == "finetune" else ()),
     )
     if dtype is not None and t5x_train is None:

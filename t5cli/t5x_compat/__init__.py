@@ -56,7 +56,8 @@ IMPORT_LINES = {
 }
 
 #: T5X's run scripts (all three are ``__main__`` in T5X): configurable → script alias
-SCRIPTS = {"train": "train_script", "evaluate": "eval_script", "infer": "infer_script"}
+SCRIPTS = {"train": "train_script", "precompile": "train_script", "evaluate": "eval_script",
+           "infer": "infer_script"}
 
 _depth = 0
 _registered: Set[str] = set()  # gin selectors registered while serving

@@ -194,6 +194,25 @@ def train(*, model: Any = None, train_dataset_cfg: Any = None, train_eval_datase
             close()
 
 
+# ---- train_script.precompile (T5X's precompile.py, run by its precompile.gin) -----------------
+
+def precompile(*, model: Any = None, train_dataset_cfg: Any = None, partitioner: Any = None,
+               model_dir: Optional[str] = None, random_seed: Optional[int] = None,
+               get_dataset_fn: Any = None, verify_matching_vocabs_fn: Any = None,
+               runtime: Any = None, tfds_data_dir: Optional[str] = None,
+               precompile_devices: Optional[int] = None):
+    """T5X's ``precompile()``: where T5X compiles the train step and dumps its HLO to
+    MODEL_DIR, t5cli compiles it and returns the per-device report of ``--precompile``."""
+    del verify_matching_vocabs_fn  # t5cli checks the model's vocabulary against the task's itself
+    if get_dataset_fn is not None:
+        unsupported("train_script.precompile.get_dataset_fn", getattr(get_dataset_fn, "__name__", "set"))
+    if precompile_devices is None:  # --precompile-devices binds t5cli's train.precompile_devices
+        precompile_devices = query("train.precompile_devices")
+    return train(model=model, train_dataset_cfg=train_dataset_cfg, partitioner=partitioner,
+                 model_dir=model_dir, random_seed=random_seed, runtime=runtime, tfds_data_dir=tfds_data_dir,
+                 precompile=True, precompile_devices=precompile_devices)
+
+
 def train_arguments(*, model, train_dataset_cfg, train_eval_dataset_cfg, infer_eval_dataset_cfg,
                     checkpoint_cfg, partitioner, trainer_cls, model_dir, total_steps, eval_steps,
                     eval_period, relative_steps, stats_period, random_seed, use_hardware_rng,
@@ -332,7 +351,8 @@ def train_arguments(*, model, train_dataset_cfg, train_eval_dataset_cfg, infer_e
         if value is not None:
             unsupported(ts + name, getattr(value, "__name__", "set"))
     del concurrent_metrics  # metrics are computed as in T5X either way
-    _summarize(summarize_config_fn, "train_script.train")
+    if not precompile:  # a plan writes no config
+        _summarize(summarize_config_fn, "train_script.train")
     return out
 
 
