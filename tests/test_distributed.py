@@ -289,30 +289,29 @@ def test_killing_one_process_ends_the_other_with_one_line(tmp_path, sig):
 
 
 @pytest.mark.slow
+def _run_as_two_and_as_one(args, out_two, out_one):
+    """``t5 *args OUT`` as a 2-process job writing ``out_two`` (2 devices each) and alone
+    writing ``out_one``, side by side; all succeed and process 1 prints nothing."""
+    port = _free_port()
+    two = [_start(T5 + [*args, out_two, "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", 2,
+                        "--process-id", i], 2) for i in range(2)]
+    runs = _finish(two + [_start(T5 + [*args, out_one], 1)])
+    assert all(code == 0 for code, _, _ in runs), [e[-2000:] for _, _, e in runs]
+    assert runs[1][1] == "" and runs[1][2].strip() == "", runs[1]
+
+
 def test_eval_and_infer_as_two_processes_write_what_one_writes(tmp_path):
     """`t5 eval` and `t5 infer` as 2 processes: one complete output, in input order, the
     same bytes as the one-process output; process 1 writes and prints nothing."""
     _train_here(tmp_path / "m", 4, 1)
     common = ["--checkpoint", tmp_path / "m", "--split", "validation", "--num-examples", 11, "--batch-size", 4,
               "--feature-lengths", "targets=16"]
-    port = _free_port()
-    two = [_start(T5 + ["infer", *common, "-o", tmp_path / "infer2.jsonl", "--coordinator-address",
-                        f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i], 2) for i in range(2)]
-    one = _start(T5 + ["infer", *common, "-o", tmp_path / "infer1.jsonl"], 1)
-    runs = _finish(two + [one])
-    assert all(code == 0 for code, _, _ in runs), [e[-2000:] for _, _, e in runs]
-    assert runs[1][1] == "" and runs[1][2].strip() == "", runs[1]
+    _run_as_two_and_as_one(["infer", *common, "-o"], tmp_path / "infer2.jsonl", tmp_path / "infer1.jsonl")
     rows = [json.loads(ln) for ln in (tmp_path / "infer2.jsonl").read_text().splitlines()]
     assert len(rows) == 11 and all("prediction" in r for r in rows)
     assert (tmp_path / "infer2.jsonl").read_bytes() == (tmp_path / "infer1.jsonl").read_bytes()
 
-    port = _free_port()
-    two = [_start(T5 + ["eval", *common, "--output-dir", tmp_path / "eval2", "--coordinator-address",
-                        f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i], 2) for i in range(2)]
-    one = _start(T5 + ["eval", *common, "--output-dir", tmp_path / "eval1"], 1)
-    runs = _finish(two + [one])
-    assert all(code == 0 for code, _, _ in runs), [e[-2000:] for _, _, e in runs]
-    assert runs[1][1] == "" and runs[1][2].strip() == "", runs[1]
+    _run_as_two_and_as_one(["eval", *common, "--output-dir"], tmp_path / "eval2", tmp_path / "eval1")
     task = "number_words_en_de_999"
     for name in (f"{task}-000004.jsonl", f"{task}-metrics.jsonl"):
         assert (tmp_path / "eval2" / name).read_bytes() == (tmp_path / "eval1" / name).read_bytes(), name
@@ -335,13 +334,7 @@ def test_head_eval_and_infer_as_two_processes_write_what_one_writes(tmp_path):
     assert code == 0, err[-2000:]
     common = ["--checkpoint", tmp_path / "m", "--split", "test", "--num-examples", 11, "--batch-size", 4]
     for command, target in (("infer", "-o"), ("eval", "--output-dir")):
-        port = _free_port()
-        two = [_start(T5 + [command, *common, target, tmp_path / f"{command}2", "--coordinator-address",
-                            f"127.0.0.1:{port}", "--num-processes", 2, "--process-id", i], 2) for i in range(2)]
-        one = _start(T5 + [command, *common, target, tmp_path / f"{command}1"], 1)
-        runs = _finish(two + [one])
-        assert all(code == 0 for code, _, _ in runs), [e[-2000:] for _, _, e in runs]
-        assert runs[1][1] == "" and runs[1][2].strip() == "", runs[1]
+        _run_as_two_and_as_one([command, *common, target], tmp_path / f"{command}2", tmp_path / f"{command}1")
     assert (tmp_path / "infer2").read_bytes() == (tmp_path / "infer1").read_bytes()
     assert len((tmp_path / "infer2").read_text().splitlines()) == 11
     for name in ("number_tags-000002.jsonl", "number_tags-metrics.jsonl"):
